@@ -1,0 +1,30 @@
+# The README's commands. `make install` is idempotent: a second run only re-checks.
+PYTHON_SYS ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sharpmask-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo clean-datasets
+
+install: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml tools/install_detectron2.py Makefile
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1 "setuptools<81" wheel fvcore \
+		pycocotools opencv-python-headless numpy matplotlib tqdm imgviz pytest
+	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	$(PY) -m pip check
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	@echo "make demo: no model has landed yet (DeepMask/SharpMask is issue #3)." >&2
+	@echo "Until then the demo is not available; run 'make test' instead." >&2
+	@exit 2
+
+clean-datasets:
+	rm -rf datasets

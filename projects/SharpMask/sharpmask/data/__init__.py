@@ -1,0 +1,5 @@
+from .datasets import COCO_VAL5K, SHAPES_DATASETS, register_all, register_shapes
+from .shapes import CATEGORIES as SHAPES_CATEGORIES, ensure_shapes_split
+
+__all__ = ["COCO_VAL5K", "SHAPES_DATASETS", "SHAPES_CATEGORIES", "ensure_shapes_split",
+           "register_all", "register_shapes"]

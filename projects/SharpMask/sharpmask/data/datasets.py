@@ -1,0 +1,75 @@
+"""Dataset registrations: the embedded `shapes` splits and COCO 2014 `val5k` (the papers' split).
+
+Registered at import of `sharpmask`. Roots are read from the environment then, as detectron2
+does for its builtin datasets: `$SHARPMASK_DATASETS` (default `./datasets`) for `shapes`, which is
+generated on first use, and `$DETECTRON2_DATASETS` (default `./datasets`) for COCO.
+"""
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+
+from .shapes import CATEGORIES, SPLITS, ensure_shapes_split, shapes_split_paths
+
+SHAPES_DATASETS = {f"shapes_{split}": split for split in SPLITS}
+COCO_VAL5K = "coco_2014_val_first5k"
+COCO_VAL5K_SIZE = 5000
+
+
+def shapes_root():
+    return os.path.abspath(os.environ.get("SHARPMASK_DATASETS", "datasets"))
+
+
+def coco_root():
+    return os.path.abspath(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+
+
+def _load_shapes(root, split, name):
+    json_file, image_root = ensure_shapes_split(root, split)
+    return load_coco_json(json_file, image_root, name)
+
+
+def register_shapes(root):
+    for name, split in SHAPES_DATASETS.items():
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, lambda root=root, split=split, name=name:
+                                _load_shapes(root, split, name))
+        json_file, image_root = shapes_split_paths(root, split)
+        MetadataCatalog.get(name).set(
+            json_file=json_file, image_root=image_root, evaluator_type="coco",
+            thing_classes=list(CATEGORIES),
+            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(CATEGORIES))},
+        )
+
+
+def _load_coco_val5k(json_file, image_root, name):
+    for path, what in [(json_file, "annotation file"), (image_root, "image folder")]:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{name}: the COCO val2014 {what} {path} does not exist. It is looked for in "
+                f"detectron2's layout under $DETECTRON2_DATASETS (now {coco_root()}): "
+                "coco/annotations/instances_val2014.json and coco/val2014/. Download COCO 2014 "
+                "from cocodataset.org, or set DETECTRON2_DATASETS to the folder holding coco/."
+            )
+    dicts = load_coco_json(json_file, image_root, name)  # sorted by image id
+    return sorted(dicts, key=lambda d: d["image_id"])[:COCO_VAL5K_SIZE]
+
+
+def register_coco_val5k(root):
+    json_file = os.path.join(root, "coco", "annotations", "instances_val2014.json")
+    image_root = os.path.join(root, "coco", "val2014")
+    if COCO_VAL5K in DatasetCatalog.list():
+        DatasetCatalog.remove(COCO_VAL5K)
+        MetadataCatalog.remove(COCO_VAL5K)
+    DatasetCatalog.register(COCO_VAL5K, lambda: _load_coco_val5k(json_file, image_root,
+                                                                 COCO_VAL5K))
+    MetadataCatalog.get(COCO_VAL5K).set(json_file=json_file, image_root=image_root,
+                                        evaluator_type="coco", **_get_builtin_metadata("coco"))
+
+
+def register_all():
+    register_shapes(shapes_root())
+    register_coco_val5k(coco_root())

@@ -1,0 +1,197 @@
+"""COCO segment-proposal evaluation: class-agnostic mask and box average recall."""
+import copy
+import itertools
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_json
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+from pycocotools.coco import COCO
+
+from ..structures import encode_masks_as_rles
+from ..utils.atomic_io import atomic_write_json, atomic_write_pickle
+from .plots import plot_ar_vs_proposals, plot_recall_vs_iou
+from .proposal_recall import AREA_RANGES, greedy_match_ranks, proposal_recall_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def _iou_matrix(dets, gts, num_dets, num_gts):
+    """pycocotools IoU (RLEs or XYWH boxes) as a (D, G) float array, never crowd."""
+    if num_dets == 0 or num_gts == 0:
+        return np.zeros((num_dets, num_gts))
+    return np.asarray(mask_util.iou(dets, gts, [0] * num_gts)).reshape(num_dets, num_gts)
+
+
+class SegmentProposalEvaluator(DatasetEvaluator):
+    """Average recall of class-agnostic segment (and box) proposals, as COCOeval computes it
+    with ``useCats=0, maxDets=[10, 100, 1000]``, plus AR by size at 100 and the AUC (AR averaged
+    over 1..1000 proposals).
+
+    Input per image: ``{"proposals": Instances}`` in original image coordinates, with
+    ``objectness_logits`` (N,) ranking scores and ``proposal_masks`` (WindowedMasks, BitMasks or
+    an (N, H, W) tensor). Box recall uses the tight boxes of the masks; proposals without masks
+    (e.g. an RPN's) are evaluated on ``proposal_boxes`` for boxes only.
+
+    Matching is done per image in `process` (so it runs in parallel under distributed
+    inference); only the ranks of matched proposals, and optionally the proposals themselves
+    for the output files, are gathered to the main process.
+    """
+
+    def __init__(self, dataset_name, output_dir=None, *, distributed=True, max_proposals=1000,
+                 dump_proposals=True, paste_chunk_size=100, label=None):
+        """
+        Args:
+            dataset_name: a registered dataset with ground-truth instance masks.
+            output_dir: where metrics, proposal files and plots go (None: nowhere).
+            max_proposals: proposals per image kept for evaluation and output (the top ones).
+            dump_proposals: write segment_proposals.json and box_proposals.pkl.
+            paste_chunk_size: masks pasted at once into the image while RLE-encoding.
+            label: name of the method in the plots' legends.
+        """
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._max_proposals = max_proposals
+        self._dump = dump_proposals
+        self._chunk = paste_chunk_size
+        self._label = label or "proposals"
+        self._coco_api = self._load_ground_truth(dataset_name, output_dir)
+        self._category_id = min(self._coco_api.getCatIds() or [1])
+        self.reset()
+
+    @staticmethod
+    def _load_ground_truth(dataset_name, output_dir):
+        metadata = MetadataCatalog.get(dataset_name)
+        json_file = getattr(metadata, "json_file", None)
+        if json_file is None or not PathManager.exists(json_file):
+            DatasetCatalog.get(dataset_name)  # generated datasets (shapes) appear on first use
+        if json_file is None or not PathManager.exists(json_file):
+            if output_dir is None:
+                raise ValueError(f"{dataset_name} has no COCO json; give an output_dir to "
+                                 "convert it to one")
+            json_file = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
+            convert_to_coco_json(dataset_name, json_file)
+        return COCO(PathManager.get_local_path(json_file))
+
+    def reset(self):
+        self._results = []
+
+    def _ground_truth(self, image_id):
+        if image_id not in self._coco_api.imgs:
+            raise KeyError(f"image {image_id} is not in the ground truth of {self._dataset_name}")
+        anns = [a for a in self._coco_api.imgToAnns[image_id] if not a.get("iscrowd", 0)]
+        areas = np.array([a["area"] for a in anns], dtype=np.float64)
+        return anns, areas
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            self._results.append(self._evaluate_image(inp["image_id"], out["proposals"]))
+
+    def _evaluate_image(self, image_id, proposals):
+        proposals = proposals.to("cpu")
+        scores = (proposals.objectness_logits if proposals.has("objectness_logits")
+                  else proposals.scores).float()
+        order = np.argsort(-scores.numpy(), kind="mergesort")[: self._max_proposals]
+        proposals = proposals[torch.as_tensor(order, dtype=torch.long)]
+        scores = scores[order].numpy().astype(np.float64)
+        anns, areas = self._ground_truth(image_id)
+        image = self._coco_api.imgs[image_id]
+
+        rles = None
+        if proposals.has("proposal_masks"):
+            masks = proposals.proposal_masks
+            mask_size = tuple(getattr(masks, "image_size", None) or masks.shape[-2:])
+            if mask_size != (image["height"], image["width"]):
+                raise ValueError(
+                    f"image {image_id}: proposal masks are {mask_size} but the image is "
+                    f"{(image['height'], image['width'])}; proposals must be in original image "
+                    "coordinates"
+                )
+            rles = encode_masks_as_rles(masks, self._chunk)
+            boxes_xywh = mask_util.toBbox(rles) if rles else np.zeros((0, 4))
+        else:
+            boxes = proposals.proposal_boxes.tensor.numpy().astype(np.float64)
+            boxes_xywh = BoxMode.convert(boxes, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+        boxes_xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+
+        gt_boxes = [a["bbox"] for a in anns]
+        ious = {"bbox": _iou_matrix(boxes_xywh, gt_boxes, len(boxes_xywh), len(anns))}
+        if rles is not None:
+            gt_rles = [self._coco_api.annToRLE(a) for a in anns]
+            ious["segm"] = _iou_matrix(rles, gt_rles, len(rles), len(anns))
+        ranks = {}
+        for task, iou in ious.items():
+            ranks[task] = {}
+            for area, (lo, hi) in AREA_RANGES.items():
+                keep = (areas >= lo) & (areas <= hi)
+                ranks[task][area] = greedy_match_ranks(iou[:, keep])
+        result = {"image_id": image_id, "ranks": ranks}
+        if self._dump:
+            result["scores"] = scores.astype(np.float32)
+            result["boxes_xywh"] = boxes_xywh.astype(np.float32)
+            result["rles"] = [r["counts"] for r in rles] if rles is not None else None
+            result["size"] = [image["height"], image["width"]]
+        return result
+
+    def evaluate(self):
+        results = self._results
+        if self._distributed:
+            comm.synchronize()
+            results = comm.gather(results, dst=0)
+            results = list(itertools.chain(*results))
+            if not comm.is_main_process():
+                return {}
+        by_image = {r["image_id"]: r for r in results}  # a repeated image counts once
+        results = [by_image[i] for i in sorted(by_image)]
+        if not results:
+            logger.warning("SegmentProposalEvaluator received no images.")
+            return {}
+        tasks = [t for t in ("segm", "bbox") if all(t in r["ranks"] for r in results)]
+        metrics, curves = OrderedDict(), {}
+        for task in tasks:
+            metrics[task], curves[task] = proposal_recall_metrics(
+                [r["ranks"][task] for r in results], self._max_proposals
+            )
+        num_gts = sum(r["ranks"][tasks[0]]["all"].shape[1] for r in results)
+        logger.info("Proposal recall on %s: %d images, %d non-crowd objects",
+                    self._dataset_name, len(results), num_gts)
+        if self._output_dir:
+            self._write_outputs(results, metrics, curves)
+        return copy.deepcopy(metrics)
+
+    def _write_outputs(self, results, metrics, curves):
+        out = self._output_dir
+        PathManager.mkdirs(out)
+        atomic_write_json(metrics, os.path.join(out, "proposal_metrics.json"), indent=2)
+        atomic_write_json({task: {k: np.asarray(v).tolist() for k, v in c.items()}
+                           for task, c in curves.items()},
+                          os.path.join(out, "proposal_curves.json"))
+        plot_ar_vs_proposals(curves, os.path.join(out, "ar_vs_num_proposals.png"), self._label)
+        plot_recall_vs_iou(curves, os.path.join(out, "recall_vs_iou.png"), self._label)
+        if not self._dump:
+            return
+        boxes_xyxy = [BoxMode.convert(r["boxes_xywh"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+                      for r in results]
+        atomic_write_pickle(
+            {"ids": [r["image_id"] for r in results], "boxes": boxes_xyxy,
+             "objectness_logits": [r["scores"] for r in results], "bbox_mode": BoxMode.XYXY_ABS},
+            os.path.join(out, "box_proposals.pkl"),
+        )
+        if results[0]["rles"] is None:
+            return
+        segments = [
+            {"image_id": r["image_id"], "category_id": self._category_id,
+             "segmentation": {"size": r["size"], "counts": counts.decode("ascii")},
+             "bbox": [float(v) for v in box], "score": float(score)}
+            for r in results for counts, box, score in zip(r["rles"], r["boxes_xywh"], r["scores"])
+        ]
+        atomic_write_json(segments, os.path.join(out, "segment_proposals.json"))

@@ -1,0 +1,34 @@
+"""Atomic writes: a reader never sees a half-written results file, even after a crash."""
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Open a temporary file beside `path`; on success fsync it and rename it over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(obj, path, **kwargs):
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, **kwargs)
+
+
+def atomic_write_pickle(obj, path):
+    with atomic_open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)

