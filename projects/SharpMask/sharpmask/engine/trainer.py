@@ -1,0 +1,30 @@
+"""The project's DefaultTrainer: device-aware DDP and the right evaluator per model."""
+import logging
+import os
+
+import torch.distributed as dist
+from detectron2.engine import DefaultTrainer
+from detectron2.utils import comm
+
+from .ddp import device_aware_ddp
+from .evaluators import build_evaluator
+
+
+class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        with device_aware_ddp():
+            super().__init__(cfg)
+        model = self._trainer.model
+        name = type(model).__name__
+        if hasattr(model, "module"):
+            name += f"({type(model.module).__name__})"
+        backend = f" ({dist.get_backend()})" if comm.get_world_size() > 1 else ""
+        logging.getLogger(__name__).info(
+            "Training %s in %d process%s%s", name, comm.get_world_size(),
+            "es" if comm.get_world_size() > 1 else "", backend)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)

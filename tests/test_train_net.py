@@ -1,0 +1,97 @@
+"""train_net.py end to end: distributed CPU training, resume, eval-only, config errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from detectron2.config import get_cfg
+
+from sharpmask import add_sharpmask_config
+from sharpmask.engine import check_config, merge_config
+
+CONFIG = "configs/shapes/mask_rcnn_R18_FPN_shapes.yaml"
+SMALL = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST", "()",
+         "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+         "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "384"]
+
+
+def _train_net(repo_root, *args, timeout=600):
+    proc = subprocess.run([sys.executable, "train_net.py", *args], cwd=repo_root,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def _iterations(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line)["iteration"] for line in f if '"total_loss"' in line]
+
+
+def test_two_process_cpu_training(repo_root, tmp_path):
+    log = _train_net(repo_root, "--config-file", CONFIG, "--num-gpus", "2", *SMALL,
+                     "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(tmp_path))
+    assert "World size: 2" in log
+    assert "Training DistributedDataParallel(GeneralizedRCNN) in 2 processes (gloo)" in log
+    assert _iterations(tmp_path)[-1] == 2
+    assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_resume_continues_from_last_checkpoint(repo_root, tmp_path):
+    common = [*SMALL, "OUTPUT_DIR", str(tmp_path), "SOLVER.CHECKPOINT_PERIOD", "2"]
+    _train_net(repo_root, "--config-file", CONFIG, *common, "SOLVER.MAX_ITER", "2")
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    log = _train_net(repo_root, "--config-file", CONFIG, "--resume", *common,
+                     "SOLVER.MAX_ITER", "4")
+    assert "Starting training from iteration 2" in log
+    assert _iterations(tmp_path)[-1] == 3
+
+
+def test_eval_only_writes_proposal_evaluation(repo_root, tmp_path):
+    """An RPN (box proposals, random weights) through train_net --eval-only and our evaluator."""
+    _train_net(repo_root, "--config-file", "configs/shapes/rpn_R18_FPN_shapes.yaml",
+               "--eval-only", "DATASETS.TEST", "('shapes_val_mini',)",
+               "INPUT.MIN_SIZE_TEST", "256", "OUTPUT_DIR", str(tmp_path))
+    out = tmp_path / "inference" / "shapes_val_mini"
+    with open(out / "proposal_metrics.json") as f:
+        metrics = json.load(f)
+    assert set(metrics) == {"bbox"} and 0 <= metrics["bbox"]["AR@1000"] <= 100
+    for name in ("box_proposals.pkl", "ar_vs_num_proposals.png", "recall_vs_iou.png"):
+        assert (out / name).is_file()
+
+
+def _cfg():
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    return cfg
+
+
+def test_unknown_config_key_is_named(repo_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{repo_root / CONFIG}"\nMODEL:\n  RESNETS:\n    DEPHT: 50\n')
+    with pytest.raises(KeyError, match=r"bad\.yaml.*MODEL\.RESNETS\.DEPHT"):
+        merge_config(_cfg(), str(bad), [])
+    with pytest.raises(KeyError, match="command line.*SOLVER.BASE_LRR"):
+        merge_config(_cfg(), str(repo_root / CONFIG), ["SOLVER.BASE_LRR", "0.1"])
+
+
+def test_missing_dataset_and_weights_are_named(repo_root):
+    cfg = merge_config(_cfg(), str(repo_root / CONFIG), ["DATASETS.TRAIN", "('shapes_tran',)"])
+    with pytest.raises(KeyError, match="DATASETS.TRAIN names 'shapes_tran'.*shapes_train"):
+        check_config(cfg)
+    cfg = merge_config(_cfg(), str(repo_root / CONFIG), ["MODEL.WEIGHTS", "/nonexistent.pth"])
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS = '/nonexistent.pth'"):
+        check_config(cfg)
+
+
+def test_missing_coco_files_are_named(monkeypatch, tmp_path):
+    from detectron2.data import DatasetCatalog
+
+    from sharpmask.data.datasets import register_coco_val5k
+    register_coco_val5k(str(tmp_path))
+    try:
+        with pytest.raises(FileNotFoundError, match=r"instances_val2014\.json.*DETECTRON2_DATASETS"):
+            DatasetCatalog.get("coco_2014_val_first5k")
+    finally:
+        from sharpmask.data.datasets import coco_root
+        register_coco_val5k(coco_root())
