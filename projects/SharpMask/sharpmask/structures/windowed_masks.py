@@ -75,6 +75,11 @@ class WindowedMasks:
             )
             yield pasted.bool()
 
+    def tight_boxes(self, chunk_size: int = 100) -> torch.Tensor:
+        """(N, 4) XYXY tight boxes of the binarised, pasted masks (zeros for an empty mask)."""
+        boxes = [BitMasks(chunk).get_bounding_boxes().tensor for chunk in self.iter_pasted(chunk_size)]
+        return torch.cat(boxes) if boxes else torch.zeros(0, 4, device=self.device)
+
     def __repr__(self) -> str:
         return (f"WindowedMasks(num={len(self)}, mask_size={tuple(self.masks.shape[1:])}, "
                 f"image_size={self.image_size}, threshold={self.threshold})")

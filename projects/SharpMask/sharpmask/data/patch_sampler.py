@@ -1,0 +1,161 @@
+"""DeepMask's centred-object patch sampling (the official training recipe).
+
+A sample is a square patch of ``input_size = window + 2 * context`` pixels cut from a rescaled
+image; its central ``window`` pixels are the region a proposal covers. The sampler draws
+geometry only (`PatchSpec`); `render_patch` cuts the pixels and the mask target with one affine
+warp each, padding grey (the mean pixel) outside the image.
+
+- Mask samples (always positive): category uniform, then annotation uniform among the usable
+  ones (not crowd, area >= min_area, box sides >= min_side); the object's largest side is scaled
+  to ``object_size`` times 2^U(-scale_jitter, scale_jitter), its centre shifted by
+  U(-shift_jitter, shift_jitter) patch pixels, and the patch flipped with probability `flip`.
+- Score samples, half positive: an object exactly centred, its largest side scaled into
+  ``object_size * 2^pos_scale_range``; half negative: a random image, centre and scale, rejected
+  while any object centre lies within ``neg_min_shift`` patch pixels (both axes) at a scale
+  within 2^``neg_min_scale`` of the canonical size.
+"""
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+
+
+@dataclass
+class PatchSpec:
+    """Where a patch comes from. `scale` is patch pixels per image pixel; `center` is the image
+    point (continuous XY coordinates) at the patch centre."""
+    image_index: int
+    center: tuple
+    scale: float
+    flip: bool
+    label: int  # 1 positive, 0 negative
+    kind: str  # "mask" or "score"
+    annotation_index: int = -1  # the centred object, for mask samples and score positives
+
+
+class DeepMaskPatchSampler:
+    """Draws `PatchSpec`s from detectron2 dataset dicts (boxes in XYWH_ABS, as COCO loads them)."""
+
+    def __init__(self, dataset_dicts, *, window, context, object_size, scale_jitter,
+                 shift_jitter, flip, min_area, min_side, pos_scale_range, neg_scale_range,
+                 neg_min_shift, neg_min_scale):
+        self.dataset_dicts = dataset_dicts
+        self.window, self.context, self.object_size = window, context, object_size
+        self.scale_jitter, self.shift_jitter, self.flip = scale_jitter, shift_jitter, flip
+        self.pos_scale_range, self.neg_scale_range = pos_scale_range, neg_scale_range
+        self.neg_min_shift, self.neg_min_scale = neg_min_shift, neg_min_scale
+        self.by_category = {}  # category -> [(image index, annotation index)]
+        self.centers = []  # per image: (K, 3) array of object centre x, y and largest side
+        for i, record in enumerate(dataset_dicts):
+            rows = []
+            for j, ann in enumerate(record.get("annotations", [])):
+                x, y, w, h = ann["bbox"]
+                if ann.get("iscrowd", 0):
+                    continue
+                rows.append((x + w / 2, y + h / 2, max(w, h)))
+                if min(w, h) >= min_side and self._area(ann, w, h) >= min_area:
+                    self.by_category.setdefault(ann["category_id"], []).append((i, j))
+            self.centers.append(np.array(rows, dtype=np.float64).reshape(-1, 3))
+        if not self.by_category:
+            raise ValueError(
+                "no usable annotation for DeepMask sampling (need non-crowd objects with area "
+                f">= {min_area} px and box sides >= {min_side} px); is the dataset empty?"
+            )
+        self.categories = sorted(self.by_category)
+
+    @staticmethod
+    def _area(ann, w, h):
+        segm = ann.get("segmentation")
+        if isinstance(segm, dict):
+            rle = segm if isinstance(segm["counts"], (str, bytes)) else \
+                mask_util.frPyObjects(segm, *segm["size"])
+            return float(mask_util.area(rle))
+        return float(ann.get("area", w * h))
+
+    @property
+    def input_size(self):
+        return self.window + 2 * self.context
+
+    def _object(self, image_index, annotation_index):
+        x, y, w, h = self.dataset_dicts[image_index]["annotations"][annotation_index]["bbox"]
+        return (x + w / 2, y + h / 2), max(w, h)
+
+    def sample_mask(self, rng):
+        category = self.categories[rng.integers(len(self.categories))]
+        candidates = self.by_category[category]
+        image_index, annotation_index = candidates[rng.integers(len(candidates))]
+        (cx, cy), side = self._object(image_index, annotation_index)
+        scale = self.object_size / side * 2 ** rng.uniform(-self.scale_jitter, self.scale_jitter)
+        dx, dy = rng.uniform(-self.shift_jitter, self.shift_jitter, 2) / scale
+        return PatchSpec(image_index, (cx + dx, cy + dy), scale, bool(rng.random() < self.flip),
+                         1, "mask", annotation_index)
+
+    def sample_score(self, rng):
+        flip = bool(rng.random() < self.flip)
+        if rng.random() < 0.5:
+            category = self.categories[rng.integers(len(self.categories))]
+            candidates = self.by_category[category]
+            image_index, annotation_index = candidates[rng.integers(len(candidates))]
+            center, side = self._object(image_index, annotation_index)
+            scale = self.object_size / side * 2 ** rng.uniform(*self.pos_scale_range)
+            return PatchSpec(image_index, center, scale, flip, 1, "score", annotation_index)
+        for _ in range(1000):
+            image_index = int(rng.integers(len(self.dataset_dicts)))
+            record = self.dataset_dicts[image_index]
+            center = rng.uniform(0, 1, 2) * (record["width"], record["height"])
+            scale = 2 ** rng.uniform(*self.neg_scale_range)
+            if not self.near_object(image_index, center, scale):
+                return PatchSpec(image_index, tuple(center), scale, flip, 0, "score")
+        raise RuntimeError("could not draw a negative patch in 1000 tries; lower "
+                           "INPUT.DEEPMASK.NEG_MIN_SHIFT or NEG_MIN_SCALE")
+
+    def near_object(self, image_index, center, scale):
+        """Whether an object centre is within the negative exclusion zone of this patch."""
+        objects = self.centers[image_index]
+        if len(objects) == 0:
+            return False
+        offset = np.abs(objects[:, :2] - np.asarray(center)).max(axis=1) * scale
+        scale_gap = np.abs(np.log2(objects[:, 2] * scale / self.object_size))
+        return bool(np.any((offset < self.neg_min_shift) & (scale_gap < self.neg_min_scale)))
+
+
+def patch_affine(spec, input_size, out_size=None, offset=0.0):
+    """2x3 matrix from image pixel indices to output pixel indices (OpenCV convention).
+
+    The output covers patch coordinates [offset, input_size - offset] resampled to `out_size`
+    pixels (the whole patch by default; the central window for mask targets).
+    """
+    span = input_size - 2 * offset
+    out_size = out_size or input_size
+    k = spec.scale * out_size / span  # output pixels per image pixel
+    sign = -1.0 if spec.flip else 1.0
+    # continuous coordinates: out = k * sign * (p - c) + out_size / 2; then pixel-centre shift
+    a = np.array([[k * sign, 0.0], [0.0, k]])
+    b = np.array([out_size / 2, out_size / 2]) - a @ np.asarray(spec.center, dtype=np.float64)
+    b = b + a @ np.array([0.5, 0.5]) - 0.5
+    return np.hstack([a, b[:, None]])
+
+
+def render_patch(spec, image, annotation, input_size, window, target_size, pad_value):
+    """Cut the patch (H, W, C) uint8 from `image`, and for mask samples the (target_size,
+    target_size) uint8 mask of `annotation` over the central window."""
+    patch = cv2.warpAffine(image, patch_affine(spec, input_size), (input_size, input_size),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=tuple(float(v) for v in pad_value))
+    if patch.ndim == 2:
+        patch = patch[:, :, None]
+    if spec.kind != "mask":
+        return patch, None
+    segm = annotation["segmentation"]
+    height, width = image.shape[:2]
+    if isinstance(segm, dict):
+        rle = segm if isinstance(segm["counts"], (str, bytes)) else \
+            mask_util.frPyObjects(segm, height, width)
+    else:
+        rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
+    full = mask_util.decode(rle).astype(np.float32)
+    affine = patch_affine(spec, input_size, target_size, (input_size - window) / 2)
+    target = cv2.warpAffine(full, affine, (target_size, target_size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return patch, (target >= 0.5).astype(np.uint8)

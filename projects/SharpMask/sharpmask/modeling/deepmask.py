@@ -1,0 +1,170 @@
+"""DeepMask (Pinheiro et al., NIPS 2015), in the improved ResNet form of the official code."""
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes, Instances
+from torch import nn
+
+from ..structures import WindowedMasks
+
+from .deepmask_head import DeepMaskHead
+from .dense_inference import PyramidLevel, dense_proposals, pyramid_geometry, resize_and_pad
+from .trunk import build_proposal_trunk
+
+TRUNK_STRIDE = 16
+
+
+@META_ARCH_REGISTRY.register()
+class DeepMask(nn.Module):
+    """Class-agnostic segment proposals from windows of a ResNet res4 map.
+
+    Training input: patches from `DeepMaskPatchMapper` ({"image": (C, P, P) uint8, "label",
+    "kind", "gt_mask" for mask samples}); returns {"loss_mask", "loss_score"}. Each loss is
+    averaged over the samples of its kind (mask samples / score samples) and is zero when the
+    batch has none.
+
+    Inference input: detectron2's test format ({"image": (C, H, W), "height", "width"});
+    returns per image {"proposals": Instances} with proposal_boxes, objectness_logits and
+    proposal_masks (WindowedMasks) in original image coordinates, best first.
+    """
+
+    @configurable
+    def __init__(self, *, trunk, head, window, context, target_size, pixel_mean, pixel_std,
+                 test_scales, test_pad, top_k, mask_threshold, nms_threshold,
+                 decode_batch_size, mask_loss_weight=1.0, score_loss_weight=1.0):
+        super().__init__()
+        self.trunk, self.head = trunk, head
+        self.window, self.context, self.target_size = window, context, target_size
+        self.window_cells, self.context_cells = window // TRUNK_STRIDE, context // TRUNK_STRIDE
+        self.test_scales, self.test_pad = list(test_scales), test_pad
+        self.top_k, self.mask_threshold, self.nms_threshold = top_k, mask_threshold, nms_threshold
+        self.decode_batch_size = decode_batch_size
+        self.mask_loss_weight, self.score_loss_weight = mask_loss_weight, score_loss_weight
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        dm = cfg.MODEL.DEEPMASK
+        for key, value in (("WINDOW", dm.WINDOW), ("CONTEXT", dm.CONTEXT)):
+            if value % TRUNK_STRIDE:
+                raise ValueError(f"MODEL.DEEPMASK.{key} = {value} must be a multiple of the "
+                                 f"trunk stride {TRUNK_STRIDE}")
+        trunk = build_proposal_trunk(cfg)
+        head = DeepMaskHead(trunk.output_shape()["res4"].channels, dm.WINDOW // TRUNK_STRIDE,
+                            dm.HEAD_CHANNELS, dm.EMBED_DIM, dm.MASK_SIZE, dm.SCORE_HIDDEN,
+                            dm.DROPOUT)
+        return {
+            "trunk": trunk, "head": head, "window": dm.WINDOW, "context": dm.CONTEXT,
+            "target_size": dm.TARGET_SIZE, "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD, "test_scales": dm.TEST_SCALES,
+            "test_pad": dm.TEST_PAD, "top_k": dm.TEST_TOPK,
+            "mask_threshold": dm.MASK_THRESHOLD, "nms_threshold": dm.NMS_THRESH,
+            "decode_batch_size": dm.DECODE_BATCH_SIZE,
+            "mask_loss_weight": dm.MASK_LOSS_WEIGHT, "score_loss_weight": dm.SCORE_LOSS_WEIGHT,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def normalize(self, image):
+        return (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
+
+    # ---------------------------------------------------------------- training on patches
+    def crop_window(self, feature, stride):
+        """(B, C, P/stride, P/stride) patch feature -> its central window cells."""
+        factor = TRUNK_STRIDE // stride
+        start, size = self.context_cells * factor, self.window_cells * factor
+        return feature[:, :, start:start + size, start:start + size]
+
+    def patch_mask_logits(self, vectors, features):
+        """(B, E) window embeddings -> (B, S, S) mask logits over the window."""
+        return self.head.mask_logits(vectors)
+
+    def forward(self, batched_inputs):
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = torch.stack([self.normalize(x["image"]) for x in batched_inputs])
+        features = self.trunk(images)
+        vectors = self.head.embedding(self.crop_window(features["res4"], TRUNK_STRIDE))
+        vectors = vectors.flatten(1)
+        labels = torch.tensor([float(x["label"]) for x in batched_inputs], device=self.device)
+        is_mask = torch.tensor([x["kind"] == "mask" for x in batched_inputs], device=self.device)
+        score_logits = self.head.score_logits(vectors)
+        mask_logits = self.patch_mask_logits(vectors, features)
+        if mask_logits.shape[-1] != self.target_size:
+            mask_logits = F.interpolate(mask_logits[:, None], size=self.target_size,
+                                        mode="bilinear", align_corners=False)[:, 0]
+        if is_mask.any():
+            targets = torch.stack([x["gt_mask"] for x in batched_inputs if x["kind"] == "mask"])
+            loss_mask = F.binary_cross_entropy_with_logits(
+                mask_logits[is_mask], targets.to(self.device).float())
+        else:
+            loss_mask = mask_logits.sum() * 0.0  # keeps every parameter in the graph for DDP
+        if (~is_mask).any():
+            loss_score = F.binary_cross_entropy_with_logits(score_logits[~is_mask],
+                                                            labels[~is_mask])
+        else:
+            loss_score = score_logits.sum() * 0.0
+        return {"loss_mask": self.mask_loss_weight * loss_mask,
+                "loss_score": self.score_loss_weight * loss_score}
+
+    # ---------------------------------------------------------------- dense inference
+    def level_features(self, image, scale):
+        """Trunk features and window embeddings of one pyramid level."""
+        height, width = image.shape[-2:]
+        size, (sx, sy), padded = pyramid_geometry(height, width, scale, self.test_pad,
+                                                  TRUNK_STRIDE, self.window)
+        features = self.trunk(resize_and_pad(image, size, padded, self.test_pad))
+        vectors = self.head.embedding(features["res4"])[0]  # (E, rows, cols)
+        scores = self.head.score_logits(vectors.flatten(1).t()).view(vectors.shape[1:])
+        return PyramidLevel(sx, sy, padded, scores), features, vectors
+
+    def decode_masks(self, level_state, rows, cols):
+        """Mask probabilities (n, S, S) of the windows at (rows, cols) of one level."""
+        _features, vectors = level_state
+        return torch.sigmoid(self.head.mask_logits(vectors[:, rows, cols].t()))
+
+    @torch.no_grad()
+    def propose(self, image):
+        """(C, H, W) uint8 image -> Instances of proposals in its coordinates."""
+        normalized = self.normalize(image)
+        levels, states = [], []
+        for scale in self.test_scales:
+            level, features, vectors = self.level_features(normalized, scale)
+            levels.append(level)
+            states.append((features, vectors))
+        return dense_proposals(
+            levels, lambda li, rows, cols: self.decode_masks(states[li], rows, cols),
+            tuple(image.shape[-2:]), stride=TRUNK_STRIDE, window=self.window,
+            pad=self.test_pad, top_k=self.top_k, mask_threshold=self.mask_threshold,
+            nms_threshold=self.nms_threshold, batch_size=self.decode_batch_size,
+        )
+
+    def inference(self, batched_inputs):
+        results = []
+        for x in batched_inputs:
+            proposals = self.propose(x["image"])
+            height, width = x.get("height", proposals.image_size[0]), \
+                x.get("width", proposals.image_size[1])
+            results.append({"proposals": rescale_proposals(proposals, (height, width))})
+        return results
+
+
+def rescale_proposals(proposals, output_size):
+    """Map proposals of a (possibly resized) input image to the original image size."""
+    in_h, in_w = proposals.image_size
+    out_h, out_w = output_size
+    if (in_h, in_w) == (out_h, out_w):
+        return proposals
+    factor = torch.tensor([out_w / in_w, out_h / in_h] * 2,
+                          device=proposals.objectness_logits.device)
+    masks = proposals.proposal_masks
+    result = Instances((out_h, out_w))
+    result.proposal_boxes = Boxes(proposals.proposal_boxes.tensor * factor)
+    result.objectness_logits = proposals.objectness_logits
+    result.proposal_masks = WindowedMasks(masks.masks, masks.windows * factor, (out_h, out_w),
+                                          masks.threshold)
+    return result
