@@ -3,8 +3,52 @@ from detectron2.config import CfgNode as CN
 
 
 def add_sharpmask_config(cfg):
-    """Add the keys of the segment-proposal methods to a detectron2 config (in place)."""
+    """Add the keys of the segment-proposal methods to a detectron2 config (in place).
+    Defaults are the official DeepMask/SharpMask settings (REFERENCE.md sections 1, 2, 5)."""
     _C = cfg
+
+    # DeepMask network and full-image inference.
+    _C.MODEL.DEEPMASK = CN()
+    _C.MODEL.DEEPMASK.WINDOW = 160  # iSz: side of the window a proposal covers, in patch px
+    _C.MODEL.DEEPMASK.CONTEXT = 16  # context px on each side of the window (input 192)
+    _C.MODEL.DEEPMASK.HEAD_CHANNELS = 128  # 1x1 conv after res4 ("head C")
+    _C.MODEL.DEEPMASK.EMBED_DIM = 512  # shared low-rank embedding read by both branches
+    _C.MODEL.DEEPMASK.MASK_SIZE = 56  # oSz: side of the DeepMask mask output
+    _C.MODEL.DEEPMASK.TARGET_SIZE = 112  # gSz: side of the mask target (loss resolution)
+    _C.MODEL.DEEPMASK.SCORE_HIDDEN = 1024  # hidden units of the score branch
+    _C.MODEL.DEEPMASK.DROPOUT = 0.5  # dropout of the score branch
+    _C.MODEL.DEEPMASK.MASK_LOSS_WEIGHT = 1.0  # weight of the per-pixel mask loss
+    _C.MODEL.DEEPMASK.SCORE_LOSS_WEIGHT = 1.0  # weight of the score loss
+    # Image scales of the inference pyramid: 2^-2.5 .. 2^0.5 in steps of 2^0.5.
+    _C.MODEL.DEEPMASK.TEST_SCALES = [2 ** (e / 2) for e in range(-5, 2)]
+    _C.MODEL.DEEPMASK.TEST_PAD = 80  # grey px padded around each scaled image (iSz / 2)
+    _C.MODEL.DEEPMASK.TEST_TOPK = 1000  # windows kept over all scales, then decoded
+    _C.MODEL.DEEPMASK.MASK_THRESHOLD = 0.2  # mask probability binarisation threshold
+    _C.MODEL.DEEPMASK.NMS_THRESH = 1.0  # box NMS of the proposals; 1.0 = off (official)
+    _C.MODEL.DEEPMASK.DECODE_BATCH_SIZE = 100  # windows decoded/refined at once
+
+    # SharpMask refinement.
+    _C.MODEL.SHARPMASK = CN()
+    _C.MODEL.SHARPMASK.KM = 32  # channels of the first mask encoding (halved per stage)
+    _C.MODEL.SHARPMASK.KS = 32  # channels of the first horizontal path (halved per stage)
+    _C.MODEL.SHARPMASK.SKIP_HIDDEN = [64, 64, 64, 32]  # first horizontal conv per stage
+    _C.MODEL.SHARPMASK.DEEPMASK_WEIGHTS = ""  # trained DeepMask checkpoint to start from
+    _C.MODEL.SHARPMASK.FREEZE_DEEPMASK = True  # train only the refinement (official)
+
+    # DeepMask/SharpMask patch sampling (training).
+    _C.INPUT.DEEPMASK = CN()
+    _C.INPUT.DEEPMASK.MASK_BATCH_PROB = 0.5  # HFREQ: probability a batch is mask samples
+    _C.INPUT.DEEPMASK.OBJECT_SIZE = 92  # canonical largest object side in the window
+    _C.INPUT.DEEPMASK.SCALE_JITTER = 0.25  # mask samples: log2 scale jitter, +-
+    _C.INPUT.DEEPMASK.SHIFT_JITTER = 16  # mask samples: centre shift in patch px, +-
+    _C.INPUT.DEEPMASK.FLIP = 0.5  # horizontal flip probability
+    _C.INPUT.DEEPMASK.MIN_AREA = 100  # objects smaller than this (px) are not sampled
+    _C.INPUT.DEEPMASK.MIN_SIDE = 5  # objects with a box side below this (px) are not sampled
+    _C.INPUT.DEEPMASK.POS_SCALE_RANGE = [0.0, 0.25]  # score positives: log2 size / OBJECT_SIZE
+    _C.INPUT.DEEPMASK.NEG_SCALE_RANGE = [-2.75, 0.75]  # score negatives: log2 image scale
+    _C.INPUT.DEEPMASK.NEG_MIN_SHIFT = 48  # negatives: no object centre this close (patch px)
+    _C.INPUT.DEEPMASK.NEG_MIN_SCALE = 1.0  # ... at a log2 size within this of OBJECT_SIZE
+
     # Segment-proposal evaluation (SegmentProposalEvaluator).
     _C.TEST.SEGMENT_PROPOSALS = CN()
     # Proposals per image evaluated and written out (the papers' protocol: 1000).

@@ -6,8 +6,12 @@ import torch.distributed as dist
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
+from ..data.build import build_patch_train_loader
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
+
+
+PATCH_TRAINED_META_ARCHITECTURES = {"DeepMask", "SharpMask"}
 
 
 class Trainer(DefaultTrainer):
@@ -22,6 +26,12 @@ class Trainer(DefaultTrainer):
         logging.getLogger(__name__).info(
             "Training %s in %d process%s%s", name, comm.get_world_size(),
             "es" if comm.get_world_size() > 1 else "", backend)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
+            return build_patch_train_loader(cfg)
+        return super().build_train_loader(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

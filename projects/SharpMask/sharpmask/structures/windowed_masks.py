@@ -5,12 +5,13 @@ would take ~300 MB per COCO image, so proposals carry each mask at its network r
 together with the window (in image coordinates) that the mask covers; `encode_masks_as_rles`
 pastes them chunk by chunk and keeps only COCO run-length encodings.
 """
+import math
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.layers.mask_ops import paste_masks_in_image
+import torch.nn.functional as F
 from detectron2.structures import BitMasks
 
 
@@ -66,19 +67,72 @@ class WindowedMasks:
                              torch.cat([m.windows for m in items]), first.image_size,
                              first.threshold)
 
+    def _paste_regions(self, index: torch.Tensor):
+        """Binarised masks `index` sampled over their windows, clipped to the image.
+
+        All windows of one size are pasted in one `grid_sample` call, sampling each mask at
+        the pixel centres of a fixed-size span of the image that covers its window (Mask
+        R-CNN's pasting: bilinear, zero outside the mask).
+        Yields (indices (n,), regions (n, h, w) bool, x offsets (n,), y offsets (n,)).
+        """
+        height, width = self.image_size
+        windows = self.windows[index]
+        sizes = torch.round((windows[:, 2:] - windows[:, :2]) * 1e3)
+        _, group_of = torch.unique(sizes, dim=0, return_inverse=True)
+        for g in range(int(group_of.max()) + 1 if len(index) else 0):
+            members = (group_of == g).nonzero().flatten()
+            # Bilinear sampling reaches up to one mask cell past the window's edges.
+            win_w, win_h = (float(v) for v in windows[members[0], 2:] - windows[members[0], :2])
+            cell_x, cell_y = win_w / self.masks.shape[-1], win_h / self.masks.shape[-2]
+            span_w = min(width, int(math.ceil(win_w + 2 * cell_x)) + 2)
+            span_h = min(height, int(math.ceil(win_h + 2 * cell_y)) + 2)
+            per_call = max(1, int(2e7 // (span_w * span_h)))
+            for start in range(0, len(members), per_call):
+                part = members[start:start + per_call]
+                win = windows[part]
+                x_off = torch.clamp(torch.floor(win[:, 0] - cell_x) - 1, 0, width - span_w).long()
+                y_off = torch.clamp(torch.floor(win[:, 1] - cell_y) - 1, 0, height - span_h).long()
+                xs = torch.arange(span_w, device=win.device)[None, :] + x_off[:, None] + 0.5
+                ys = torch.arange(span_h, device=win.device)[None, :] + y_off[:, None] + 0.5
+                gx = (xs - win[:, 0:1]) / (win[:, 2:3] - win[:, 0:1]) * 2 - 1  # (n, span_w)
+                gy = (ys - win[:, 1:2]) / (win[:, 3:4] - win[:, 1:2]) * 2 - 1  # (n, span_h)
+                grid = torch.stack([gx[:, None, :].expand(-1, span_h, -1),
+                                    gy[:, :, None].expand(-1, -1, span_w)], dim=3)
+                sampled = F.grid_sample(self.masks[index[part]][:, None].float(), grid,
+                                        mode="bilinear", padding_mode="zeros",
+                                        align_corners=False)[:, 0]
+                yield part, sampled >= self.threshold, x_off, y_off
+
     def iter_pasted(self, chunk_size: int = 100) -> Iterator[torch.Tensor]:
         """Yield (n <= chunk_size, H, W) bool image masks, in order."""
+        height, width = self.image_size
         for start in range(0, len(self), chunk_size):
-            chunk = slice(start, start + chunk_size)
-            pasted = paste_masks_in_image(
-                self.masks[chunk].float(), self.windows[chunk], self.image_size, self.threshold
-            )
-            yield pasted.bool()
+            index = torch.arange(start, min(start + chunk_size, len(self)), device=self.device)
+            canvas = torch.zeros((len(index), height, width), dtype=torch.bool,
+                                 device=self.device)
+            for part, regions, x_off, y_off in self._paste_regions(index):
+                for i, region, x, y in zip(part.tolist(), regions, x_off.tolist(),
+                                           y_off.tolist()):
+                    canvas[i, y:y + region.shape[0], x:x + region.shape[1]] = region
+            yield canvas
 
-    def tight_boxes(self, chunk_size: int = 100) -> torch.Tensor:
-        """(N, 4) XYXY tight boxes of the binarised, pasted masks (zeros for an empty mask)."""
-        boxes = [BitMasks(chunk).get_bounding_boxes().tensor for chunk in self.iter_pasted(chunk_size)]
-        return torch.cat(boxes) if boxes else torch.zeros(0, 4, device=self.device)
+    def tight_boxes(self) -> torch.Tensor:
+        """(N, 4) XYXY tight boxes of the binarised, pasted masks (zeros for an empty mask),
+        computed without materialising full-image masks."""
+        boxes = torch.zeros((len(self), 4), device=self.device)
+        index = torch.arange(len(self), device=self.device)
+        for part, regions, x_off, y_off in self._paste_regions(index):
+            cols, rows = regions.any(dim=1), regions.any(dim=2)  # (n, w), (n, h)
+            nonempty = cols.any(dim=1)
+            span_w, span_h = cols.shape[1], rows.shape[1]
+            first_c = torch.argmax(cols.int(), dim=1)
+            last_c = span_w - 1 - torch.argmax(cols.flip(1).int(), dim=1)
+            first_r = torch.argmax(rows.int(), dim=1)
+            last_r = span_h - 1 - torch.argmax(rows.flip(1).int(), dim=1)
+            box = torch.stack([x_off + first_c, y_off + first_r, x_off + last_c + 1,
+                               y_off + last_r + 1], dim=1).float()
+            boxes[part] = torch.where(nonempty[:, None], box, torch.zeros_like(box))
+        return boxes
 
     def __repr__(self) -> str:
         return (f"WindowedMasks(num={len(self)}, mask_size={tuple(self.masks.shape[1:])}, "

@@ -1,0 +1,102 @@
+"""SharpMask (Pinheiro et al., ECCV 2016): DeepMask plus top-down refinement with skip features."""
+import logging
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import configurable
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from .deepmask import TRUNK_STRIDE, DeepMask
+from .sharpmask_refinement import SharpMaskRefinement
+
+logger = logging.getLogger(__name__)
+SKIP_FEATURES = ("res4", "res3", "res2", "conv1")  # coarse to fine
+
+
+@META_ARCH_REGISTRY.register()
+class SharpMask(DeepMask):
+    """DeepMask whose mask comes from `SharpMaskRefinement` at the full window resolution.
+
+    Training follows the official recipe: the DeepMask part (trunk, shared head, score and
+    DeepMask mask layers) is loaded from a trained DeepMask and frozen; only the refinement
+    (its M1 layer and stages) learns, on mask samples. At inference the skip features are
+    computed once per scale on the whole image and cropped for the top-N windows only.
+    """
+
+    @configurable
+    def __init__(self, *, refinement, freeze_deepmask=True, **kwargs):
+        super().__init__(**kwargs)
+        self.refinement = refinement
+        self.freeze_deepmask = freeze_deepmask
+        if freeze_deepmask:
+            for module in (self.trunk, self.head):
+                for p in module.parameters():
+                    p.requires_grad_(False)
+            FrozenBatchNorm2d.convert_frozen_batchnorm(self.trunk)
+
+    @classmethod
+    def from_config(cls, cfg):
+        args = DeepMask.from_config(cfg)
+        sm = cfg.MODEL.SHARPMASK
+        shapes = args["trunk"].output_shape()
+        args["refinement"] = SharpMaskRefinement(
+            cfg.MODEL.DEEPMASK.EMBED_DIM, [shapes[k].channels for k in SKIP_FEATURES],
+            args["head"].window_cells, sm.KM, sm.KS, tuple(sm.SKIP_HIDDEN))
+        args["freeze_deepmask"] = sm.FREEZE_DEEPMASK
+        if sm.DEEPMASK_WEIGHTS and not cfg.MODEL.WEIGHTS:
+            load_deepmask_weights(args["trunk"], args["head"], sm.DEEPMASK_WEIGHTS)
+        elif sm.DEEPMASK_WEIGHTS:
+            logger.info("MODEL.WEIGHTS is set, so MODEL.SHARPMASK.DEEPMASK_WEIGHTS is not "
+                        "loaded (the full checkpoint supersedes it)")
+        return args
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.freeze_deepmask:  # frozen parts stay in eval mode (dropout off)
+            self.head.eval()
+            self.trunk.eval()
+        return self
+
+    def skip_crops(self, features, crop):
+        return [crop(features[name], self.trunk.output_shape()[name].stride)
+                for name in SKIP_FEATURES]
+
+    def patch_mask_logits(self, vectors, features):
+        return self.refinement(vectors, self.skip_crops(features, self.crop_window))
+
+    def decode_masks(self, level_state, rows, cols):
+        features, vectors = level_state
+        n = self.window_cells
+
+        def crop(feature, stride):
+            factor = TRUNK_STRIDE // stride
+            side = n * factor
+            index = torch.arange(side, device=feature.device)
+            r = (rows[:, None] * factor + index)[:, :, None]  # (k, side, 1)
+            c = (cols[:, None] * factor + index)[:, None, :]  # (k, 1, side)
+            return feature[0][:, r, c].permute(1, 0, 2, 3)  # (k, C, side, side)
+
+        logits = self.refinement(vectors[:, rows, cols].t(), self.skip_crops(features, crop))
+        return torch.sigmoid(logits)
+
+
+def load_deepmask_weights(trunk, head, path):
+    """Load a DeepMask checkpoint's trunk and head; refuse one that does not match."""
+    holder = nn.Module()
+    holder.trunk, holder.head = trunk, head
+    checkpoint = DetectionCheckpointer(holder)._load_file(path)
+    state = checkpoint.get("model", checkpoint)
+    expected = holder.state_dict()
+    missing = [k for k in expected if k not in state]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or wrong:
+        raise ValueError(
+            f"MODEL.SHARPMASK.DEEPMASK_WEIGHTS = {path} does not match this DeepMask "
+            f"(missing: {missing[:5]}{'...' if len(missing) > 5 else ''}; wrong shape: "
+            f"{wrong[:5]}); train DeepMask with the same MODEL.RESNETS and MODEL.DEEPMASK "
+            "settings first"
+        )
+    holder.load_state_dict({k: torch.as_tensor(state[k]) for k in expected})
+    logger.info("Loaded the DeepMask trunk and head from %s", path)
