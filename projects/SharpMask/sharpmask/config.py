@@ -49,6 +49,9 @@ def add_sharpmask_config(cfg):
     _C.INPUT.DEEPMASK.NEG_MIN_SHIFT = 48  # negatives: no object centre this close (patch px)
     _C.INPUT.DEEPMASK.NEG_MIN_SCALE = 1.0  # ... at a log2 size within this of OBJECT_SIZE
 
+    # Learning-rate factors applied after each of SOLVER.STEPS (empty: detectron2's GAMMA^k).
+    _C.SOLVER.LR_FACTORS = []
+
     # Segment-proposal evaluation (SegmentProposalEvaluator).
     _C.TEST.SEGMENT_PROPOSALS = CN()
     # Proposals per image evaluated and written out (the papers' protocol: 1000).

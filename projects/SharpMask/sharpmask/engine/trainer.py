@@ -9,6 +9,7 @@ from detectron2.utils import comm
 from ..data.build import build_patch_train_loader
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
+from .lr_schedule import build_lr_scheduler
 
 
 PATCH_TRAINED_META_ARCHITECTURES = {"DeepMask", "SharpMask"}
@@ -32,6 +33,10 @@ class Trainer(DefaultTrainer):
         if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
             return build_patch_train_loader(cfg)
         return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

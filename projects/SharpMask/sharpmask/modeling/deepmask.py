@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..structures import WindowedMasks
@@ -97,15 +98,25 @@ class DeepMask(nn.Module):
         if mask_logits.shape[-1] != self.target_size:
             mask_logits = F.interpolate(mask_logits[:, None], size=self.target_size,
                                         mode="bilinear", align_corners=False)[:, 0]
+        storage = get_event_storage()
         if is_mask.any():
             targets = torch.stack([x["gt_mask"] for x in batched_inputs if x["kind"] == "mask"])
-            loss_mask = F.binary_cross_entropy_with_logits(
-                mask_logits[is_mask], targets.to(self.device).float())
+            targets = targets.to(self.device).float()
+            loss_mask = F.binary_cross_entropy_with_logits(mask_logits[is_mask], targets)
+            # Per-kind curves (the summed losses' medians mix in other batches' zeros).
+            predicted = mask_logits[is_mask].detach() > 0
+            inter = (predicted & (targets > 0)).flatten(1).sum(1)
+            union = (predicted | (targets > 0)).flatten(1).sum(1).clamp(min=1)
+            storage.put_scalar("deepmask/mask_loss", loss_mask.item())
+            storage.put_scalar("deepmask/patch_mask_iou", (inter / union).mean().item())
         else:
             loss_mask = mask_logits.sum() * 0.0  # keeps every parameter in the graph for DDP
         if (~is_mask).any():
             loss_score = F.binary_cross_entropy_with_logits(score_logits[~is_mask],
                                                             labels[~is_mask])
+            accuracy = ((score_logits[~is_mask].detach() > 0).float() == labels[~is_mask])
+            storage.put_scalar("deepmask/score_loss", loss_score.item())
+            storage.put_scalar("deepmask/score_accuracy", accuracy.float().mean().item())
         else:
             loss_score = score_logits.sum() * 0.0
         return {"loss_mask": self.mask_loss_weight * loss_mask,

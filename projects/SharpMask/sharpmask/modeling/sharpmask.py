@@ -2,10 +2,10 @@
 import logging
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import configurable
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import META_ARCH_REGISTRY
+from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
 from .deepmask import TRUNK_STRIDE, DeepMask
@@ -59,34 +59,35 @@ class SharpMask(DeepMask):
             self.trunk.eval()
         return self
 
-    def skip_crops(self, features, crop):
-        return [crop(features[name], self.trunk.output_shape()[name].stride)
-                for name in SKIP_FEATURES]
+    def horizontal_maps(self, features):
+        maps = self.refinement.horizontal([features[name] for name in SKIP_FEATURES])
+        strides = [self.trunk.output_shape()[name].stride for name in SKIP_FEATURES]
+        return list(zip(maps, strides))
 
     def patch_mask_logits(self, vectors, features):
-        return self.refinement(vectors, self.skip_crops(features, self.crop_window))
+        crops = [self.crop_window(m, stride) for m, stride in self.horizontal_maps(features)]
+        return self.refinement(vectors, crops)
 
     def decode_masks(self, level_state, rows, cols):
         features, vectors = level_state
+        if "horizontal" not in features:  # once per level, only for levels with top windows
+            features["horizontal"] = self.horizontal_maps(features)
         n = self.window_cells
-
-        def crop(feature, stride):
+        crops = []
+        for feature, stride in features["horizontal"]:
             factor = TRUNK_STRIDE // stride
-            side = n * factor
-            index = torch.arange(side, device=feature.device)
+            index = torch.arange(n * factor, device=feature.device)
             r = (rows[:, None] * factor + index)[:, :, None]  # (k, side, 1)
             c = (cols[:, None] * factor + index)[:, None, :]  # (k, 1, side)
-            return feature[0][:, r, c].permute(1, 0, 2, 3)  # (k, C, side, side)
-
-        logits = self.refinement(vectors[:, rows, cols].t(), self.skip_crops(features, crop))
-        return torch.sigmoid(logits)
+            crops.append(feature[0][:, r, c].permute(1, 0, 2, 3))  # (k, C, side, side)
+        return torch.sigmoid(self.refinement(vectors[:, rows, cols].t(), crops))
 
 
 def load_deepmask_weights(trunk, head, path):
     """Load a DeepMask checkpoint's trunk and head; refuse one that does not match."""
     holder = nn.Module()
     holder.trunk, holder.head = trunk, head
-    checkpoint = DetectionCheckpointer(holder)._load_file(path)
+    checkpoint = Checkpointer(holder)._load_file(path)  # our own .pth: {'model': ...}
     state = checkpoint.get("model", checkpoint)
     expected = holder.state_dict()
     missing = [k for k in expected if k not in state]

@@ -12,7 +12,8 @@ class RefinementStage(nn.Module):
     """One stage: vertical path on the mask encoding M (km -> km -> km/2), horizontal path on the
     skip feature F (C -> hidden -> ks -> km/2); sum, ReLU, nearest x2 upsampling.
 
-    forward(M: (N, km, s, s), F: (N, C, s, s)) -> (N, km/2, 2s, 2s).
+    forward(M: (N, km, s, s), H: (N, km/2, s, s) the horizontal path's output for the same
+    window) -> (N, km/2, 2s, 2s).
     """
 
     def __init__(self, mask_channels, skip_channels, skip_hidden, skip_mid, out_channels):
@@ -24,13 +25,18 @@ class RefinementStage(nn.Module):
                                         nn.ReLU(inplace=True), _conv3x3(skip_hidden, skip_mid),
                                         nn.ReLU(inplace=True), _conv3x3(skip_mid, out_channels))
 
-    def forward(self, mask_encoding, skip):
-        merged = F.relu(self.vertical(mask_encoding) + self.horizontal(skip))
+    def forward(self, mask_encoding, horizontal):
+        merged = F.relu(self.vertical(mask_encoding) + horizontal)
         return F.interpolate(merged, scale_factor=2, mode="nearest")
 
 
 class SharpMaskRefinement(nn.Module):
-    """From the 512-d DeepMask embedding and cropped skip features to full-resolution logits.
+    """From the 512-d DeepMask embedding and skip features to full-resolution mask logits.
+
+    The horizontal paths depend on the trunk's features only, so they are applied to whole
+    feature maps (of a training patch, or of an image at inference, once per scale) and their
+    outputs cropped to each window; the three 3x3 convolutions reach 3 cells, inside the
+    patch's context margin, so training and dense inference compute the same values.
 
     Args:
         skip_channels: channels of the skip features, coarse to fine (res4, res3, res2, conv1).
@@ -57,11 +63,16 @@ class SharpMaskRefinement(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.predict = _conv3x3(km // 2 ** len(skip_channels), 1)
 
-    def forward(self, vectors, skips):
-        """vectors: (N, E); skips: coarse-to-fine list of (N, C_k, s*2^k, s*2^k) crops.
+    def horizontal(self, skips):
+        """Coarse-to-fine skip feature maps (B, C_k, H_k, W_k) -> (B, km/2^(k+1), H_k, W_k)."""
+        return [stage.horizontal(skip) for stage, skip in zip(self.stages, skips)]
+
+    def forward(self, vectors, horizontal_crops):
+        """vectors: (N, E); horizontal_crops: coarse-to-fine list of the horizontal paths'
+        outputs cropped to the windows, (N, km/2^(k+1), s*2^k, s*2^k).
         Returns (N, s*2^K, s*2^K) mask logits (160 x 160 for the official sizes)."""
         n = self.window_cells
         x = self.encode(vectors).view(-1, self.km, n, n)
-        for stage, skip in zip(self.stages, skips):
-            x = stage(x, skip)
+        for stage, horizontal in zip(self.stages, horizontal_crops):
+            x = stage(x, horizontal)
         return self.predict(x).squeeze(1)

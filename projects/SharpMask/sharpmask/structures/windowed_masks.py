@@ -105,16 +105,26 @@ class WindowedMasks:
 
     def iter_pasted(self, chunk_size: int = 100) -> Iterator[torch.Tensor]:
         """Yield (n <= chunk_size, H, W) bool image masks, in order."""
+        for canvas in self._iter_canvases(chunk_size):
+            yield torch.from_numpy(canvas.transpose(2, 0, 1).astype(bool))
+
+    def _iter_canvases(self, chunk_size):
+        """(H, W, n) uint8 Fortran-ordered canvases (pycocotools' layout), in order."""
         height, width = self.image_size
         for start in range(0, len(self), chunk_size):
             index = torch.arange(start, min(start + chunk_size, len(self)), device=self.device)
-            canvas = torch.zeros((len(index), height, width), dtype=torch.bool,
-                                 device=self.device)
+            canvas = np.zeros((height, width, len(index)), dtype=np.uint8, order="F")
             for part, regions, x_off, y_off in self._paste_regions(index):
+                regions = regions.cpu().numpy()
                 for i, region, x, y in zip(part.tolist(), regions, x_off.tolist(),
                                            y_off.tolist()):
-                    canvas[i, y:y + region.shape[0], x:x + region.shape[1]] = region
+                    canvas[y:y + region.shape[0], x:x + region.shape[1], i] = region
             yield canvas
+
+    def to_rles(self, chunk_size: int = 100) -> List[dict]:
+        """COCO RLEs of the pasted, binarised masks, in order."""
+        return [rle for canvas in self._iter_canvases(chunk_size)
+                for rle in mask_util.encode(canvas)]
 
     def tight_boxes(self) -> torch.Tensor:
         """(N, 4) XYXY tight boxes of the binarised, pasted masks (zeros for an empty mask),
@@ -150,7 +160,7 @@ def _encode_bool_masks(masks: torch.Tensor) -> List[dict]:
 def encode_masks_as_rles(masks, chunk_size: int = 100) -> List[dict]:
     """COCO RLEs of proposal masks given as WindowedMasks, BitMasks or an (N, H, W) tensor."""
     if isinstance(masks, WindowedMasks):
-        return [rle for chunk in masks.iter_pasted(chunk_size) for rle in _encode_bool_masks(chunk)]
+        return masks.to_rles(chunk_size)
     if isinstance(masks, BitMasks):
         masks = masks.tensor
     if isinstance(masks, torch.Tensor) and masks.dim() == 3:
