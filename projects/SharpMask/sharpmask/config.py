@@ -35,6 +35,14 @@ def add_sharpmask_config(cfg):
     _C.MODEL.SHARPMASK.DEEPMASK_WEIGHTS = ""  # trained DeepMask checkpoint to start from
     _C.MODEL.SHARPMASK.FREEZE_DEEPMASK = True  # train only the refinement (official)
 
+    # Our networks as the proposal generator of a detectron2 detector (frozen, own weights).
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR = CN()
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE = ""  # config of the proposal network
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS = ""  # its trained checkpoint
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN = 2000  # proposals per image in training
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST = 1000  # proposals per image at inference
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.MIN_BOX_SIZE = 0.0  # drop smaller (e.g. empty) boxes
+
     # DeepMask/SharpMask patch sampling (training).
     _C.INPUT.DEEPMASK = CN()
     _C.INPUT.DEEPMASK.MASK_BATCH_PROB = 0.5  # HFREQ: probability a batch is mask samples

