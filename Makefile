@@ -22,9 +22,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	@echo "make demo: no model has landed yet (DeepMask/SharpMask is issue #3)." >&2
-	@echo "Until then the demo is not available; run 'make test' instead." >&2
-	@exit 2
+	$(PY) tools/shapes_demo.py --output output/demo
 
 clean-datasets:
 	rm -rf datasets

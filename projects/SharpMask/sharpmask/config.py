@@ -21,6 +21,9 @@ def add_sharpmask_config(cfg):
     _C.MODEL.DEEPMASK.SCORE_LOSS_WEIGHT = 1.0  # weight of the score loss
     # Image scales of the inference pyramid: 2^-2.5 .. 2^0.5 in steps of 2^0.5.
     _C.MODEL.DEEPMASK.TEST_SCALES = [2 ** (e / 2) for e in range(-5, 2)]
+    # Images whose longer side exceeds this are processed with all scales multiplied by
+    # TEST_MAX_SIZE / side (proposals stay in original coordinates): bounds memory and time.
+    _C.MODEL.DEEPMASK.TEST_MAX_SIZE = 1600
     _C.MODEL.DEEPMASK.TEST_PAD = 80  # grey px padded around each scaled image (iSz / 2)
     _C.MODEL.DEEPMASK.TEST_TOPK = 1000  # windows kept over all scales, then decoded
     _C.MODEL.DEEPMASK.MASK_THRESHOLD = 0.2  # mask probability binarisation threshold
@@ -57,6 +60,8 @@ def add_sharpmask_config(cfg):
     _C.INPUT.DEEPMASK.NEG_MIN_SHIFT = 48  # negatives: no object centre this close (patch px)
     _C.INPUT.DEEPMASK.NEG_MIN_SCALE = 1.0  # ... at a log2 size within this of OBJECT_SIZE
 
+    # "SGD" (detectron2's, the papers' choice) or "ADAMW" (for from-scratch CPU runs).
+    _C.SOLVER.OPTIMIZER = "SGD"
     # Learning-rate factors applied after each of SOLVER.STEPS (empty: detectron2's GAMMA^k).
     _C.SOLVER.LR_FACTORS = []
 

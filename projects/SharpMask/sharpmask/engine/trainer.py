@@ -10,6 +10,7 @@ from ..data.build import build_patch_train_loader
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
 from .lr_schedule import build_lr_scheduler
+from .optimizer import build_optimizer
 
 
 PATCH_TRAINED_META_ARCHITECTURES = {"DeepMask", "SharpMask"}
@@ -33,6 +34,10 @@ class Trainer(DefaultTrainer):
         if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
             return build_patch_train_loader(cfg)
         return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

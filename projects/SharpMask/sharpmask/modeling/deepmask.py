@@ -32,13 +32,14 @@ class DeepMask(nn.Module):
 
     @configurable
     def __init__(self, *, trunk, head, window, context, target_size, pixel_mean, pixel_std,
-                 test_scales, test_pad, top_k, mask_threshold, nms_threshold,
+                 test_scales, test_pad, top_k, test_max_size=None, mask_threshold, nms_threshold,
                  decode_batch_size, mask_loss_weight=1.0, score_loss_weight=1.0):
         super().__init__()
         self.trunk, self.head = trunk, head
         self.window, self.context, self.target_size = window, context, target_size
         self.window_cells, self.context_cells = window // TRUNK_STRIDE, context // TRUNK_STRIDE
         self.test_scales, self.test_pad = list(test_scales), test_pad
+        self.test_max_size = test_max_size
         self.top_k, self.mask_threshold, self.nms_threshold = top_k, mask_threshold, nms_threshold
         self.decode_batch_size = decode_batch_size
         self.mask_loss_weight, self.score_loss_weight = mask_loss_weight, score_loss_weight
@@ -60,7 +61,7 @@ class DeepMask(nn.Module):
             "trunk": trunk, "head": head, "window": dm.WINDOW, "context": dm.CONTEXT,
             "target_size": dm.TARGET_SIZE, "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD, "test_scales": dm.TEST_SCALES,
-            "test_pad": dm.TEST_PAD, "top_k": dm.TEST_TOPK,
+            "test_pad": dm.TEST_PAD, "top_k": dm.TEST_TOPK, "test_max_size": dm.TEST_MAX_SIZE,
             "mask_threshold": dm.MASK_THRESHOLD, "nms_threshold": dm.NMS_THRESH,
             "decode_batch_size": dm.DECODE_BATCH_SIZE,
             "mask_loss_weight": dm.MASK_LOSS_WEIGHT, "score_loss_weight": dm.SCORE_LOSS_WEIGHT,
@@ -147,9 +148,12 @@ class DeepMask(nn.Module):
                              f"{tuple(image.shape)}; convert grayscale/RGBA images to the "
                              "model's INPUT.FORMAT first (detectron2's read_image does)")
         normalized = self.normalize(image)
+        shrink = 1.0
+        if self.test_max_size and max(image.shape[-2:]) > self.test_max_size:
+            shrink = self.test_max_size / max(image.shape[-2:])
         levels, states = [], []
         for scale in self.test_scales:
-            level, features, vectors = self.level_features(normalized, scale)
+            level, features, vectors = self.level_features(normalized, scale * shrink)
             levels.append(level)
             states.append((features, vectors))
         return dense_proposals(

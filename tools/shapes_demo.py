@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""`make demo`: train DeepMask, then SharpMask on top of it, on the embedded `shapes` set (CPU),
+evaluate both on shapes_val, print one table, and draw the top proposals and the AR curves.
+
+Everything goes under one folder (default output/demo), named at the end. Detailed logs are in
+its log.txt; the console shows one progress bar (with ETA) per stage.
+"""
+import argparse
+import json
+import logging
+import os
+import time
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.detection_utils import read_image  # noqa: E402
+from detectron2.engine import HookBase  # noqa: E402
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.utils.visualizer import Visualizer  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from sharpmask import add_sharpmask_config  # noqa: E402
+from sharpmask.engine import Trainer  # noqa: E402
+from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
+
+CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
+           "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml"}
+COLUMNS = [("segm", "AR@10"), ("segm", "AR@100"), ("segm", "AR@1000"), ("segm", "AR_s@1000"),
+           ("segm", "AR_m@1000"), ("segm", "AR_l@1000"), ("segm", "AUC"), ("bbox", "AR@10"),
+           ("bbox", "AR@100"), ("bbox", "AR@1000")]
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar over training iterations (tqdm shows the ETA)."""
+
+    def __init__(self, description):
+        self.description = description
+
+    def before_train(self):
+        self.bar = tqdm(total=self.trainer.max_iter - self.trainer.start_iter,
+                        desc=self.description, unit="it", dynamic_ncols=True)
+
+    def after_step(self):
+        self.bar.update(1)
+
+    def after_train(self):
+        self.bar.close()
+
+
+class ProgressEvaluator(DatasetEvaluator):
+    """Counts images through evaluation on a tqdm bar."""
+
+    def __init__(self, total, description):
+        self.total, self.description = total, description
+
+    def reset(self):
+        self.bar = tqdm(total=self.total, desc=self.description, unit="img", dynamic_ncols=True)
+
+    def process(self, inputs, outputs):
+        self.bar.update(len(inputs))
+
+    def evaluate(self):
+        self.bar.close()
+        return {}
+
+
+def build_cfg(name, output_dir, opts):
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg.merge_from_file(CONFIGS[name])
+    cfg.merge_from_list(opts + ["OUTPUT_DIR", os.path.join(output_dir, name.lower())])
+    cfg.freeze()
+    return cfg
+
+
+def train(cfg, name):
+    trainer = Trainer(cfg)
+    trainer.register_hooks([ProgressBar(f"train {name}")])
+    trainer.resume_or_load(resume=True)  # an interrupted demo continues where it stopped
+    if trainer.start_iter < trainer.max_iter:
+        trainer.train()
+    return trainer.model
+
+
+def evaluate(cfg, model, name):
+    dataset = cfg.DATASETS.TEST[0]
+    total = len(DatasetCatalog.get(dataset))
+    evaluator = Trainer.build_evaluator(cfg, dataset)
+    model.eval()
+    results = Trainer.test(cfg, model, DatasetEvaluators(
+        [evaluator, ProgressEvaluator(total, f"evaluate {name} on {dataset}")]))
+    return results
+
+
+def table(results):
+    head = "| method | " + " | ".join(
+        f"{'mask' if t == 'segm' else 'box'} {m}" for t, m in COLUMNS) + " |"
+    rule = "|---|" + "---:|" * len(COLUMNS)
+    rows = [f"| {name} | " + " | ".join(f"{res[t][m]:.1f}" for t, m in COLUMNS) + " |"
+            for name, res in results.items()]
+    return "\n".join([head, rule, *rows])
+
+
+def draw_proposals(models, cfg, path, top_k=10):
+    """The top proposals of each model on one shapes_val image, side by side."""
+    dataset = cfg.DATASETS.TEST[0]
+    record = max(DatasetCatalog.get(dataset)[:20], key=lambda d: len(d["annotations"]))
+    image = read_image(record["file_name"], format="RGB")
+    panels = []
+    for name, model in models.items():
+        with torch.no_grad():
+            proposals = model.eval().propose(torch.as_tensor(image.transpose(2, 0, 1).copy()),
+                                             top_k=top_k)
+        masks = torch.cat(list(proposals.proposal_masks.iter_pasted())).numpy()
+        scores = torch.sigmoid(proposals.objectness_logits).tolist()
+        vis = Visualizer(image, MetadataCatalog.get(dataset))
+        out = vis.overlay_instances(masks=masks, labels=[f"{s:.2f}" for s in scores],
+                                    alpha=0.35).get_image()
+        cv2.putText(out, f"{name}: top {top_k}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                    (255, 255, 255), 2)
+        panels.append(out)
+    ok, png = cv2.imencode(".png", np.concatenate(panels, axis=1)[:, :, ::-1])
+    with atomic_open(path, "wb") as f:
+        f.write(png.tobytes())
+
+
+def plot_curves(output_dir, names):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        folder = os.path.join(output_dir, name.lower(), "inference", "shapes_val")
+        with open(os.path.join(folder, "proposal_curves.json")) as f:
+            curves = json.load(f)
+        for ax, task in zip(axes, ("segm", "bbox")):
+            ar = 100 * np.asarray(curves[task]["ar_vs_k"])
+            ax.semilogx(np.arange(1, len(ar) + 1), ar, label=name)
+    for ax, task in zip(axes, ("mask", "box")):
+        ax.set(xlabel="number of proposals", ylabel="average recall (%)",
+               title=f"{task} proposals on shapes_val", ylim=(0, 100))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    path = os.path.join(output_dir, "ar_vs_num_proposals.png")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="output/demo", help="folder for everything")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for both")
+    args = parser.parse_args()
+    output_dir = os.path.abspath(args.output)
+    os.makedirs(output_dir, exist_ok=True)
+    for name in ("detectron2", "sharpmask", "fvcore"):  # logs to the file, not the console
+        setup_logger(os.path.join(output_dir, "log.txt"), name=name, color=False)
+        logging.getLogger(name).handlers = [
+            h for h in logging.getLogger(name).handlers if isinstance(h, logging.FileHandler)]
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.time()
+    print(f"Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
+    DatasetCatalog.get("shapes_train")
+    DatasetCatalog.get("shapes_val")
+
+    results, models = {}, {}
+    deepmask_cfg = build_cfg("DeepMask", output_dir, list(args.opts))
+    models["DeepMask"] = train(deepmask_cfg, "DeepMask")
+    deepmask_weights = os.path.join(deepmask_cfg.OUTPUT_DIR, "model_final.pth")
+    sharpmask_cfg = build_cfg("SharpMask", output_dir, list(args.opts) + [
+        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
+    models["SharpMask"] = train(sharpmask_cfg, "SharpMask")
+    for name, cfg in (("DeepMask", deepmask_cfg), ("SharpMask", sharpmask_cfg)):
+        DetectionCheckpointer(models[name]).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+        results[name] = evaluate(cfg, models[name], name)
+
+    text = table(results)
+    minutes = (time.time() - start) / 60
+    with atomic_open(os.path.join(output_dir, "results.md"), "w") as f:
+        f.write(f"Proposal recall (%) on shapes_val (200 images), `make demo`, "
+                f"{minutes:.1f} min on this machine\n\n{text}\n")
+    draw_proposals(models, sharpmask_cfg, os.path.join(output_dir, "top_proposals.png"))
+    plot_curves(output_dir, list(results))
+    print(f"\nProposal recall (%) on shapes_val (200 images):\n\n{text}\n")
+    print(f"Done in {minutes:.1f} min. Everything is in {output_dir}:")
+    print("  results.md, top_proposals.png, ar_vs_num_proposals.png, log.txt, and per model "
+          "deepmask/ and sharpmask/ (checkpoints, inference/shapes_val/ metrics, proposals, "
+          "plots)")
+
+
+if __name__ == "__main__":
+    main()
