@@ -1,4 +1,5 @@
 """DeepMask then SharpMask through train_net.py: train, resume after a kill, evaluate."""
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ DM = "configs/shapes/deepmask_R18_shapes.yaml"
 SM = "configs/shapes/sharpmask_R18_shapes.yaml"
 TINY = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST", "('shapes_val_mini',)",
         "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.STEPS", "(100, 200)", "MODEL.DEEPMASK.TEST_TOPK", "200"]
+        "SOLVER.STEPS", "(100,)", "MODEL.DEEPMASK.TEST_TOPK", "200"]
 
 
 def test_deepmask_then_sharpmask_train_and_evaluate(repo_root, tmp_path):
@@ -50,7 +51,8 @@ def test_resume_after_kill_mid_training(repo_root, tmp_path):
             assert time.time() < deadline and proc.poll() is None, "no checkpoint written"
             time.sleep(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
     log = _train_net(repo_root, "--config-file", DM, "--resume", *TINY, "SOLVER.MAX_ITER", "8",

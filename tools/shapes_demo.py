@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 
 import cv2
@@ -83,6 +84,9 @@ def build_cfg(name, output_dir, opts):
 
 
 def train(cfg, name):
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = ()  # evaluated once afterwards, with a progress bar
     trainer = Trainer(cfg)
     trainer.register_hooks([ProgressBar(f"train {name}")])
     trainer.resume_or_load(resume=True)  # an interrupted demo continues where it stopped
@@ -161,8 +165,9 @@ def main():
     os.makedirs(output_dir, exist_ok=True)
     for name in ("detectron2", "sharpmask", "fvcore"):  # logs to the file, not the console
         setup_logger(os.path.join(output_dir, "log.txt"), name=name, color=False)
-        logging.getLogger(name).handlers = [
-            h for h in logging.getLogger(name).handlers if isinstance(h, logging.FileHandler)]
+        logging.getLogger(name).handlers = [  # keep the file, drop the console
+            h for h in logging.getLogger(name).handlers
+            if getattr(h, "stream", None) not in (sys.stdout, sys.stderr)]
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
     print(f"Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
