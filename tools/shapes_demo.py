@@ -25,6 +25,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.engine import HookBase  # noqa: E402
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -87,6 +88,7 @@ def train(cfg, name):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.DATASETS.TEST = ()  # evaluated once afterwards, with a progress bar
+    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)  # as default_setup does in train_net.py
     trainer = Trainer(cfg)
     trainer.register_hooks([ProgressBar(f"train {name}")])
     trainer.resume_or_load(resume=True)  # an interrupted demo continues where it stopped
@@ -170,7 +172,7 @@ def main():
             if getattr(h, "stream", None) not in (sys.stdout, sys.stderr)]
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
-    print(f"Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
+    print("Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
     DatasetCatalog.get("shapes_train")
     DatasetCatalog.get("shapes_val")
 
