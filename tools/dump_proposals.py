@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Run a proposal model over a dataset and write detectron2's precomputed-proposal file.
+
+    python tools/dump_proposals.py --config-file configs/shapes/sharpmask_R18_shapes.yaml \
+        --dataset shapes_val --output proposals/sharpmask_shapes_val.pkl [--masks] \
+        [--num-gpus 2] [--images-per-shard 200] MODEL.WEIGHTS model_final.pth
+
+The pickle holds `ids`, `boxes` (N x 4 XYXY per image), `objectness_logits` and `bbox_mode`,
+with every image of the dataset present (empty arrays where there is no proposal: detectron2
+raises KeyError on a missing id). With --masks, `<output>.segm.json` also holds the masks as
+COCO RLE results. The dataset is cut into shards written to `<output>.shards/` as they finish;
+processes (detectron2's `launch`) take shards in turn; a rerun skips finished shards, so an
+interrupted run resumes. The merged files are written atomically by the first process.
+"""
+import argparse
+import json
+import os
+import sys
+import pickle
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.engine import launch
+from detectron2.modeling import build_model
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
+from tqdm import tqdm
+
+from sharpmask import add_sharpmask_config
+from sharpmask.engine import check_config, merge_config
+from sharpmask.structures import encode_masks_as_rles
+from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
+
+
+def shard_path(output, index):
+    return os.path.join(output + ".shards", f"shard_{index:05d}.pkl")
+
+
+def run_shard(model, mapper, records, with_masks):
+    """Proposals of `records` -> {"ids", "boxes", "objectness_logits", "segm"}."""
+    shard = {"ids": [], "boxes": [], "objectness_logits": [], "segm": []}
+    for record in records:
+        with torch.no_grad():
+            proposals = model([mapper(record)])[0]["proposals"].to("cpu")
+        shard["ids"].append(record["image_id"])
+        shard["boxes"].append(proposals.proposal_boxes.tensor.numpy().astype(np.float32))
+        logits = proposals.objectness_logits.numpy().astype(np.float32)
+        shard["objectness_logits"].append(logits)
+        if with_masks and proposals.has("proposal_masks"):
+            for rle, logit in zip(encode_masks_as_rles(proposals.proposal_masks), logits):
+                xywh = [float(v) for v in mask_util.toBbox(rle)]
+                shard["segm"].append({
+                    "image_id": record["image_id"], "category_id": 1, "bbox": xywh,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                    "score": float(logit)})
+    return shard
+
+
+def main(args):
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    merge_config(cfg, args.config_file, args.opts)
+    cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS = ""  # MODEL.WEIGHTS holds the whole network
+    cfg.freeze()
+    check_config(cfg)
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    records = DatasetCatalog.get(dataset)
+    shards = [records[i:i + args.images_per_shard]
+              for i in range(0, len(records), args.images_per_shard)]
+    mine = [i for i in range(len(shards)) if i % comm.get_world_size() == comm.get_rank()
+            and not os.path.exists(shard_path(args.output, i))]
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    mapper = DatasetMapper(cfg, is_train=False)
+    if comm.is_main_process():
+        done = len(shards) - sum(not os.path.exists(shard_path(args.output, i))
+                                 for i in range(len(shards)))
+        print(f"{dataset}: {len(records)} images in {len(shards)} shards, {done} already "
+              f"done; {comm.get_world_size()} process(es)", flush=True)
+    bar = tqdm(total=sum(len(shards[i]) for i in mine), unit="img",
+               disable=not comm.is_main_process(), desc="proposals (this process)")
+    for index in mine:
+        shard = run_shard(model, mapper, shards[index], args.masks)
+        atomic_write_pickle(shard, shard_path(args.output, index))
+        bar.update(len(shards[index]))
+    bar.close()
+    comm.synchronize()
+    if comm.is_main_process():
+        merge(args.output, len(shards), args.masks, {r["image_id"] for r in records})
+
+
+def merge(output, num_shards, with_masks, expected_ids):
+    parts = []
+    for index in range(num_shards):
+        with open(shard_path(output, index), "rb") as f:
+            parts.append(pickle.load(f))
+    merged = {key: [v for p in parts for v in p[key]]
+              for key in ("ids", "boxes", "objectness_logits")}
+    missing = expected_ids - set(merged["ids"])
+    if missing:
+        raise RuntimeError(f"{len(missing)} images have no proposals entry, e.g. "
+                           f"{sorted(missing)[:5]}; delete {output}.shards and rerun")
+    merged["bbox_mode"] = BoxMode.XYXY_ABS
+    atomic_write_pickle(merged, output)
+    print(f"wrote {output}: {len(merged['ids'])} images, "
+          f"{sum(len(b) for b in merged['boxes'])} proposals")
+    if with_masks:
+        atomic_write_json([s for p in parts for s in p["segm"]], output + ".segm.json")
+        print(f"wrote {output}.segm.json")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--dataset", help="registered dataset (default: DATASETS.TEST[0])")
+    parser.add_argument("--output", required=True, help="the .pkl file to write")
+    parser.add_argument("--masks", action="store_true", help="also write <output>.segm.json")
+    parser.add_argument("--images-per-shard", type=int, default=200)
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    parser.add_argument("--dist-url", default="auto")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE)")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    args.output = os.path.abspath(args.output)
+    os.makedirs(args.output + ".shards", exist_ok=True)
+    # Finished shards are only reused by a run with the same settings.
+    manifest = {"config_file": os.path.abspath(args.config_file), "dataset": args.dataset,
+                "images_per_shard": args.images_per_shard, "masks": args.masks,
+                "opts": args.opts}
+    manifest_path = os.path.join(args.output + ".shards", "manifest.json")
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            if json.load(f) != manifest:
+                sys.exit(f"error: {args.output}.shards holds shards of a run with other "
+                         "settings; delete it or rerun with the same arguments")
+    else:
+        atomic_write_json(manifest, manifest_path)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
