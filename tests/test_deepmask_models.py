@@ -1,5 +1,4 @@
 """DeepMask/SharpMask networks: sizes, cell pairing, dense/patch consistency, freezing."""
-import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer

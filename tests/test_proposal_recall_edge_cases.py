@@ -1,7 +1,6 @@
 """Box-only proposals, COCOeval's tie-breaking, and evaluation split across 2 processes."""
 import json
 import os
-import tempfile
 
 import numpy as np
 import pytest

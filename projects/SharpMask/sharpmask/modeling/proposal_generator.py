@@ -5,8 +5,6 @@ runs it on the detector's input images. Those arrive normalised with the detecto
 mean/std, in the detector's channel order, and padded to the backbone's size divisibility; the
 generator undoes all three before the network builds its own scale pyramid.
 """
-import logging
-
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import configurable, get_cfg
@@ -14,7 +12,7 @@ from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, build_model
 from detectron2.structures import Instances
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from ..config import add_sharpmask_config
 
 
 class SegmentProposalGenerator(nn.Module):
@@ -39,8 +37,6 @@ class SegmentProposalGenerator(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
-        from ..config import add_sharpmask_config  # a proposal network config is ours
-
         opts = cfg.MODEL.SEGMENT_PROPOSAL_GENERATOR
         if not opts.CONFIG_FILE:
             raise ValueError("MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE must name the config "
