@@ -78,8 +78,10 @@ def _records(tmp_path):
              "segmentation": {"size": zero["size"], "counts": zero["counts"].decode()}}
     thin = {"bbox": [5, 5, 50, 2], "bbox_mode": 1, "category_id": 1, "iscrowd": 0,
             "segmentation": [[5, 5, 55, 5, 55, 7, 5, 7]]}
+    sliver = {"bbox": [10, 10, 51, 50], "bbox_mode": 1, "category_id": 1, "iscrowd": 0,
+              "segmentation": [[10, 10, 11, 10, 61, 60, 60, 60]]}  # large box, ~50 px area
     return [{"file_name": str(tmp_path / "ok.jpg"), "image_id": 1, "height": 100, "width": 120,
-             "annotations": [good, empty, thin]}]
+             "annotations": [good, empty, thin, sliver]}]
 
 
 def test_degenerate_annotations_are_never_sampled(repo_root, tmp_path):
@@ -88,7 +90,7 @@ def test_degenerate_annotations_are_never_sampled(repo_root, tmp_path):
     sampler = build_patch_sampler(cfg, records)
     rng = np.random.default_rng(0)
     picked = {sampler.sample_mask(rng).annotation_index for _ in range(200)}
-    assert picked == {0}  # the empty mask and the 2-px-thin box are skipped
+    assert picked == {0}  # the empty mask, the 2-px-thin box and the sliver are skipped
     mapper = build_patch_mapper(cfg, records)
     out = mapper(sampler.sample_mask(rng))
     assert out["gt_mask"].sum() > 0

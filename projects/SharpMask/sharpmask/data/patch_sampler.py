@@ -54,7 +54,8 @@ class DeepMaskPatchSampler:
                 if ann.get("iscrowd", 0):
                     continue
                 rows.append((x + w / 2, y + h / 2, max(w, h)))
-                if min(w, h) >= min_side and self._area(ann, w, h) >= min_area:
+                if min(w, h) >= min_side and mask_util.area(annotation_rle(
+                        ann["segmentation"], record["height"], record["width"])) >= min_area:
                     self.by_category.setdefault(ann["category_id"], []).append((i, j))
             self.centers.append(np.array(rows, dtype=np.float64).reshape(-1, 3))
         if not self.by_category:
@@ -63,15 +64,6 @@ class DeepMaskPatchSampler:
                 f">= {min_area} px and box sides >= {min_side} px); is the dataset empty?"
             )
         self.categories = sorted(self.by_category)
-
-    @staticmethod
-    def _area(ann, w, h):
-        segm = ann.get("segmentation")
-        if isinstance(segm, dict):
-            rle = segm if isinstance(segm["counts"], (str, bytes)) else \
-                mask_util.frPyObjects(segm, *segm["size"])
-            return float(mask_util.area(rle))
-        return float(ann.get("area", w * h))
 
     @property
     def input_size(self):
@@ -120,6 +112,15 @@ class DeepMaskPatchSampler:
         return bool(np.any((offset < self.neg_min_shift) & (scale_gap < self.neg_min_scale)))
 
 
+def annotation_rle(segmentation, height, width):
+    """A COCO segmentation (polygons, RLE or uncompressed RLE) as one compressed RLE."""
+    if isinstance(segmentation, dict):
+        if isinstance(segmentation["counts"], (str, bytes)):
+            return segmentation
+        return mask_util.frPyObjects(segmentation, *segmentation["size"])
+    return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+
+
 def patch_affine(spec, input_size, out_size=None, offset=0.0):
     """2x3 matrix from image pixel indices to output pixel indices (OpenCV convention).
 
@@ -147,13 +148,7 @@ def render_patch(spec, image, annotation, input_size, window, target_size, pad_v
         patch = patch[:, :, None]
     if spec.kind != "mask":
         return patch, None
-    segm = annotation["segmentation"]
-    height, width = image.shape[:2]
-    if isinstance(segm, dict):
-        rle = segm if isinstance(segm["counts"], (str, bytes)) else \
-            mask_util.frPyObjects(segm, height, width)
-    else:
-        rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
+    rle = annotation_rle(annotation["segmentation"], *image.shape[:2])
     full = mask_util.decode(rle).astype(np.float32)
     affine = patch_affine(spec, input_size, target_size, (input_size - window) / 2)
     target = cv2.warpAffine(full, affine, (target_size, target_size), flags=cv2.INTER_LINEAR,

@@ -70,19 +70,6 @@ def dense_proposals(levels: List[PyramidLevel], decode: Callable, image_size, *,
     scores, index = all_scores.topk(k) if k else (all_scores[:0], all_scores[:0].long())
     offsets = torch.tensor([0] + sizes).cumsum(0)
     level_of = torch.bucketize(index, offsets[1:], right=True)
-    masks, windows = [], []
-    order = []
-    for li, level in enumerate(levels):
-        picked = (level_of == li).nonzero().flatten()
-        if len(picked) == 0:
-            continue
-        local = index[picked] - offsets[li]
-        rows, cols = local // level.scores.shape[1], local % level.scores.shape[1]
-        for start in range(0, len(picked), batch_size):
-            sl = slice(start, start + batch_size)
-            masks.append(decode(li, rows[sl], cols[sl]))
-        windows.append(window_boxes(rows, cols, level, stride, window, pad))
-        order.append(picked)
     result = Instances(image_size)
     if k == 0:
         result.proposal_boxes = Boxes(torch.zeros(0, 4))
@@ -90,11 +77,20 @@ def dense_proposals(levels: List[PyramidLevel], decode: Callable, image_size, *,
         result.proposal_masks = WindowedMasks(torch.zeros(0, 1, 1), torch.zeros(0, 4),
                                               image_size, mask_threshold)
         return result
-    order = torch.cat(order)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order), device=order.device)
-    masks = torch.cat(masks)[inverse]
-    windows = torch.cat(windows)[inverse]
+    masks, windows = None, torch.zeros(k, 4, device=scores.device)
+    for li, level in enumerate(levels):
+        picked = (level_of == li).nonzero().flatten()  # positions in the top-k ranking
+        if len(picked) == 0:
+            continue
+        local = index[picked] - offsets[li]
+        rows, cols = local // level.scores.shape[1], local % level.scores.shape[1]
+        for start in range(0, len(picked), batch_size):
+            sl = slice(start, start + batch_size)
+            decoded = decode(li, rows[sl], cols[sl])
+            if masks is None:
+                masks = decoded.new_zeros((k,) + decoded.shape[1:])
+            masks[picked[sl]] = decoded
+        windows[picked] = window_boxes(rows, cols, level, stride, window, pad)
     proposal_masks = WindowedMasks(masks, windows, image_size, mask_threshold)
     boxes = proposal_masks.tight_boxes()
     keep = torch.arange(k)

@@ -45,7 +45,7 @@ class WindowedMasks:
 
     def __getitem__(self, item) -> "WindowedMasks":
         if isinstance(item, int):
-            item = slice(item, item + 1) if item != -1 else slice(-1, None)
+            item = [item]  # keep the leading dimension, like Boxes and BitMasks
         return WindowedMasks(self.masks[item], self.windows[item], self.image_size, self.threshold)
 
     def to(self, device) -> "WindowedMasks":
