@@ -6,10 +6,10 @@ proposal generators and heads) in detectron2's registries.
 from .config import add_sharpmask_config
 from .data import register_all as _register_datasets
 from .evaluation import SegmentProposalEvaluator
-from .modeling import DeepMask, SharpMask
+from .modeling import DeepMask, InstanceFCN, SharpMask
 from .structures import WindowedMasks
 
 _register_datasets()
 
-__all__ = ["add_sharpmask_config", "DeepMask", "SegmentProposalEvaluator", "SharpMask",
-           "WindowedMasks"]
+__all__ = ["add_sharpmask_config", "DeepMask", "InstanceFCN", "SegmentProposalEvaluator",
+           "SharpMask", "WindowedMasks"]

@@ -38,6 +38,25 @@ def add_sharpmask_config(cfg):
     _C.MODEL.SHARPMASK.DEEPMASK_WEIGHTS = ""  # trained DeepMask checkpoint to start from
     _C.MODEL.SHARPMASK.FREEZE_DEEPMASK = True  # train only the refinement (official)
 
+    # InstanceFCN (Dai et al., ECCV 2016; REFERENCE.md section 3). Stride-8 dilated res4 trunk.
+    _C.MODEL.INSTANCEFCN = CN()
+    _C.MODEL.INSTANCEFCN.K = 5  # k: a k x k grid of relative positions, k^2 score maps
+    _C.MODEL.INSTANCEFCN.WINDOW_CELLS = 21  # m: window side in stride-8 cells (168 px)
+    _C.MODEL.INSTANCEFCN.HIDDEN_DIM = 512  # channels of both branches' first conv
+    _C.MODEL.INSTANCEFCN.MASK_LOSS_WEIGHT = 1.0  # per-pixel logistic loss on assembled masks
+    _C.MODEL.INSTANCEFCN.OBJECTNESS_LOSS_WEIGHT = 1.0  # logistic loss on window objectness
+    # Inference pyramid: the image's short side resized to each of these (600 * 1.5^{-4..1}),
+    # the long side kept within TEST_MAX_SIZE (like detectron2's ResizeShortestEdge).
+    _C.MODEL.INSTANCEFCN.TEST_SHORT_SIDES = [119, 178, 267, 400, 600, 900]
+    _C.MODEL.INSTANCEFCN.TEST_MAX_SIZE = 1500
+    # Windows of all scales ranked by objectness and assembled before the NMS (0: all windows,
+    # the paper's procedure).
+    _C.MODEL.INSTANCEFCN.TEST_PRE_NMS_TOPK = 0
+    _C.MODEL.INSTANCEFCN.TEST_TOPK = 1000  # proposals kept after the NMS
+    _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # assembled mask probabilities binarised here
+    _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # NMS on the binary masks' tight boxes
+    _C.MODEL.INSTANCEFCN.DECODE_BATCH_SIZE = 1000  # windows assembled at once
+
     # Our networks as the proposal generator of a detectron2 detector (frozen, own weights).
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR = CN()
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE = ""  # config of the proposal network
@@ -59,6 +78,18 @@ def add_sharpmask_config(cfg):
     _C.INPUT.DEEPMASK.NEG_SCALE_RANGE = [-2.75, 0.75]  # score negatives: log2 image scale
     _C.INPUT.DEEPMASK.NEG_MIN_SHIFT = 48  # negatives: no object centre this close (patch px)
     _C.INPUT.DEEPMASK.NEG_MIN_SCALE = 1.0  # ... at a log2 size within this of OBJECT_SIZE
+
+    # InstanceFCN image-centric training (INPUT.MIN_SIZE_TRAIN gives the scale jitter).
+    _C.INPUT.INSTANCEFCN = CN()
+    _C.INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE = 256  # windows sampled per image for the loss
+    _C.INPUT.INSTANCEFCN.POSITIVE_FRACTION = 0.5  # at most this share positive (1:1)
+    # DeepMask's positive/negative definition (NIPS 2015), in resized-image px: 96 = 168 * 128
+    # / 224, its 128 px object in a 224 px patch carried over to InstanceFCN's 168 px windows.
+    _C.INPUT.INSTANCEFCN.OBJECT_SIZE = 96  # canonical largest object side
+    _C.INPUT.INSTANCEFCN.POS_MAX_SHIFT = 16  # positive: object centre within this (px)
+    _C.INPUT.INSTANCEFCN.POS_MAX_SCALE = 0.25  # ... and |log2(side / OBJECT_SIZE)| <= this
+    _C.INPUT.INSTANCEFCN.NEG_MIN_SHIFT = 32  # negative: no object centre within this (px)
+    _C.INPUT.INSTANCEFCN.NEG_MIN_SCALE = 1.0  # ... at |log2(side / OBJECT_SIZE)| < this
 
     # "SGD" (detectron2's, the papers' choice) or "ADAMW" (for from-scratch CPU runs).
     _C.SOLVER.OPTIMIZER = "SGD"

@@ -3,10 +3,12 @@ import logging
 import os
 
 import torch.distributed as dist
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
 from ..data.build import build_patch_train_loader
+from ..data.instancefcn_mapper import InstanceFCNDatasetMapper
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
 from .lr_schedule import build_lr_scheduler
@@ -33,6 +35,8 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
             return build_patch_train_loader(cfg)
+        if cfg.MODEL.META_ARCHITECTURE == "InstanceFCN":
+            return build_detection_train_loader(cfg, mapper=InstanceFCNDatasetMapper(cfg))
         return super().build_train_loader(cfg)
 
     @classmethod

@@ -3,21 +3,18 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
-from torch import nn
-
-from ..structures import WindowedMasks
 
 from .deepmask_head import DeepMaskHead
 from .dense_inference import PyramidLevel, dense_proposals, pyramid_geometry, resize_and_pad
+from .proposal_network import SegmentProposalNetwork
 from .trunk import build_proposal_trunk
 
 TRUNK_STRIDE = 16
 
 
 @META_ARCH_REGISTRY.register()
-class DeepMask(nn.Module):
+class DeepMask(SegmentProposalNetwork):
     """Class-agnostic segment proposals from windows of a ResNet res4 map.
 
     Training input: patches from `DeepMaskPatchMapper` ({"image": (C, P, P) uint8, "label",
@@ -34,17 +31,14 @@ class DeepMask(nn.Module):
     def __init__(self, *, trunk, head, window, context, target_size, pixel_mean, pixel_std,
                  test_scales, test_pad, top_k, test_max_size=None, mask_threshold, nms_threshold,
                  decode_batch_size, mask_loss_weight=1.0, score_loss_weight=1.0):
-        super().__init__()
+        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std, test_max_size=test_max_size)
         self.trunk, self.head = trunk, head
         self.window, self.context, self.target_size = window, context, target_size
         self.window_cells, self.context_cells = window // TRUNK_STRIDE, context // TRUNK_STRIDE
         self.test_scales, self.test_pad = list(test_scales), test_pad
-        self.test_max_size = test_max_size
         self.top_k, self.mask_threshold, self.nms_threshold = top_k, mask_threshold, nms_threshold
         self.decode_batch_size = decode_batch_size
         self.mask_loss_weight, self.score_loss_weight = mask_loss_weight, score_loss_weight
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -66,13 +60,6 @@ class DeepMask(nn.Module):
             "decode_batch_size": dm.DECODE_BATCH_SIZE,
             "mask_loss_weight": dm.MASK_LOSS_WEIGHT, "score_loss_weight": dm.SCORE_LOSS_WEIGHT,
         }
-
-    @property
-    def device(self):
-        return self.pixel_mean.device
-
-    def normalize(self, image):
-        return (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
 
     # ---------------------------------------------------------------- training on patches
     def crop_window(self, feature, stride):
@@ -143,14 +130,9 @@ class DeepMask(nn.Module):
     def propose(self, image, top_k=None):
         """(C, H, W) image (pixel values, uint8 or float) -> Instances of proposals in its
         coordinates: at most `top_k` (default MODEL.DEEPMASK.TEST_TOPK), best first."""
-        if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
-            raise ValueError(f"expected a ({self.pixel_mean.shape[0]}, H, W) image, got "
-                             f"{tuple(image.shape)}; convert grayscale/RGBA images to the "
-                             "model's INPUT.FORMAT first (detectron2's read_image does)")
+        self.check_image(image)
         normalized = self.normalize(image)
-        shrink = 1.0
-        if self.test_max_size and max(image.shape[-2:]) > self.test_max_size:
-            shrink = self.test_max_size / max(image.shape[-2:])
+        shrink = self.max_size_factor(image)
         levels, states = [], []
         for scale in self.test_scales:
             level, features, vectors = self.level_features(normalized, scale * shrink)
@@ -162,29 +144,3 @@ class DeepMask(nn.Module):
             pad=self.test_pad, top_k=top_k or self.top_k, mask_threshold=self.mask_threshold,
             nms_threshold=self.nms_threshold, batch_size=self.decode_batch_size,
         )
-
-    def inference(self, batched_inputs):
-        results = []
-        for x in batched_inputs:
-            proposals = self.propose(x["image"])
-            height, width = x.get("height", proposals.image_size[0]), \
-                x.get("width", proposals.image_size[1])
-            results.append({"proposals": rescale_proposals(proposals, (height, width))})
-        return results
-
-
-def rescale_proposals(proposals, output_size):
-    """Map proposals of a (possibly resized) input image to the original image size."""
-    in_h, in_w = proposals.image_size
-    out_h, out_w = output_size
-    if (in_h, in_w) == (out_h, out_w):
-        return proposals
-    factor = torch.tensor([out_w / in_w, out_h / in_h] * 2,
-                          device=proposals.objectness_logits.device)
-    masks = proposals.proposal_masks
-    result = Instances((out_h, out_w))
-    result.proposal_boxes = Boxes(proposals.proposal_boxes.tensor * factor)
-    result.objectness_logits = proposals.objectness_logits
-    result.proposal_masks = WindowedMasks(masks.masks, masks.windows * factor, (out_h, out_w),
-                                          masks.threshold)
-    return result

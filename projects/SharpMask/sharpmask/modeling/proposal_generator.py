@@ -1,9 +1,9 @@
 """Our proposal networks as detectron2 proposal generators, in place of the RPN.
 
-The generator holds a frozen, trained DeepMask/SharpMask (its own config file and weights) and
-runs it on the detector's input images. Those arrive normalised with the detector's pixel
-mean/std, in the detector's channel order, and padded to the backbone's size divisibility; the
-generator undoes all three before the network builds its own scale pyramid.
+The generator holds a frozen, trained DeepMask, SharpMask or InstanceFCN (its own config file
+and weights) and runs it on the detector's input images. Those arrive normalised with the
+detector's pixel mean/std, in the detector's channel order, and padded to the backbone's size
+divisibility; the generator undoes all three before the network builds its own scale pyramid.
 """
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -99,3 +99,8 @@ class DeepMaskProposalGenerator(SegmentProposalGenerator):
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class SharpMaskProposalGenerator(SegmentProposalGenerator):
     expected_meta_architecture = "SharpMask"
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class InstanceFCNProposalGenerator(SegmentProposalGenerator):
+    expected_meta_architecture = "InstanceFCN"
