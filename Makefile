@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sharpmask-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo clean-datasets
+.PHONY: install test demo demo-all bench clean-datasets
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ test: install
 
 demo: install
 	$(PY) tools/shapes_demo.py --output output/demo
+
+demo-all: install
+	$(PY) tools/shapes_demo.py --all --output output/demo_all
+
+bench: install
+	$(PY) tools/benchmark.py --output output/benchmark.md
 
 clean-datasets:
 	rm -rf datasets

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """`make demo`: train DeepMask, then SharpMask on top of it, on the embedded `shapes` set (CPU),
 evaluate both on shapes_val, print one table, and draw the top proposals and the AR curves.
+`make demo-all` (`--all`) trains and evaluates InstanceFCN as well.
 
 Everything goes under one folder (default output/demo), named at the end. Detailed logs are in
 its log.txt; the console shows one progress bar (with ETA) per stage.
@@ -35,7 +36,8 @@ from sharpmask.engine import Trainer  # noqa: E402
 from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
 
 CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
-           "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml"}
+           "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml",
+           "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
 COLUMNS = [("segm", "AR@10"), ("segm", "AR@100"), ("segm", "AR@1000"), ("segm", "AR_s@1000"),
            ("segm", "AR_m@1000"), ("segm", "AR_l@1000"), ("segm", "AUC"), ("bbox", "AR@10"),
            ("bbox", "AR@100"), ("bbox", "AR@1000")]
@@ -161,7 +163,8 @@ def plot_curves(output_dir, names):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="output/demo", help="folder for everything")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for both")
+    parser.add_argument("--all", action="store_true", help="also train InstanceFCN")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
     args = parser.parse_args()
     output_dir = os.path.abspath(args.output)
     os.makedirs(output_dir, exist_ok=True)
@@ -183,22 +186,27 @@ def main():
     sharpmask_cfg = build_cfg("SharpMask", output_dir, list(args.opts) + [
         "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
     models["SharpMask"] = train(sharpmask_cfg, "SharpMask")
-    for name, cfg in (("DeepMask", deepmask_cfg), ("SharpMask", sharpmask_cfg)):
+    cfgs = {"DeepMask": deepmask_cfg, "SharpMask": sharpmask_cfg}
+    if args.all:
+        cfgs["InstanceFCN"] = build_cfg("InstanceFCN", output_dir, list(args.opts))
+        models["InstanceFCN"] = train(cfgs["InstanceFCN"], "InstanceFCN")
+    for name, cfg in cfgs.items():
         DetectionCheckpointer(models[name]).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
         results[name] = evaluate(cfg, models[name], name)
 
     text = table(results)
     minutes = (time.time() - start) / 60
+    command = "make demo-all" if args.all else "make demo"
     with atomic_open(os.path.join(output_dir, "results.md"), "w") as f:
-        f.write(f"Proposal recall (%) on shapes_val (200 images), `make demo`, "
+        f.write(f"Proposal recall (%) on shapes_val (200 images), `{command}`, "
                 f"{minutes:.1f} min on this machine\n\n{text}\n")
     draw_proposals(models, sharpmask_cfg, os.path.join(output_dir, "top_proposals.png"))
     plot_curves(output_dir, list(results))
     print(f"\nProposal recall (%) on shapes_val (200 images):\n\n{text}\n")
     print(f"Done in {minutes:.1f} min. Everything is in {output_dir}:")
     print("  results.md, top_proposals.png, ar_vs_num_proposals.png, log.txt, and per model "
-          "deepmask/ and sharpmask/ (checkpoints, inference/shapes_val/ metrics, proposals, "
-          "plots)")
+          f"{', '.join(n.lower() + '/' for n in cfgs)} (checkpoints, inference/shapes_val/ "
+          "metrics, proposals, plots)")
 
 
 if __name__ == "__main__":

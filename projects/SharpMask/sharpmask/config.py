@@ -45,6 +45,10 @@ def add_sharpmask_config(cfg):
     _C.MODEL.INSTANCEFCN.HIDDEN_DIM = 512  # channels of both branches' first conv
     _C.MODEL.INSTANCEFCN.MASK_LOSS_WEIGHT = 1.0  # per-pixel logistic loss on assembled masks
     _C.MODEL.INSTANCEFCN.OBJECTNESS_LOSS_WEIGHT = 1.0  # logistic loss on window objectness
+    # Weigh positive and negative windows half each in the objectness loss. The paper samples
+    # 256 windows 1:1, but images rarely have 128 positive windows (`shapes`: ~2.7), and the
+    # sample is filled with negatives; False: a plain mean over the sampled windows.
+    _C.MODEL.INSTANCEFCN.BALANCE_OBJECTNESS = True
     # Inference pyramid: the image's short side resized to each of these (600 * 1.5^{-4..1}),
     # the long side kept within TEST_MAX_SIZE (like detectron2's ResizeShortestEdge).
     _C.MODEL.INSTANCEFCN.TEST_SHORT_SIDES = [119, 178, 267, 400, 600, 900]
@@ -56,6 +60,24 @@ def add_sharpmask_config(cfg):
     _C.MODEL.INSTANCEFCN.MASK_THRESHOLD = 0.5  # assembled mask probabilities binarised here
     _C.MODEL.INSTANCEFCN.NMS_THRESH = 0.8  # NMS on the binary masks' tight boxes
     _C.MODEL.INSTANCEFCN.DECODE_BATCH_SIZE = 1000  # windows assembled at once
+
+    # RefineMask mask head (Zhang et al., CVPR 2021; REFERENCE.md section 4), used with
+    # MODEL.ROI_HEADS.NAME RefineMaskROIHeads and MODEL.ROI_MASK_HEAD.NAME RefineMaskHead.
+    _C.MODEL.REFINEMASK = CN()
+    _C.MODEL.REFINEMASK.NUM_INSTANCE_CONVS = 2  # 3x3 convs on the 14x14 RoI features
+    _C.MODEL.REFINEMASK.CONV_DIM = 256  # their channels
+    # Channels of the stages at 14, 28, 56, 112 px (ROI_MASK_HEAD.POOLER_RESOLUTION x 2^k).
+    _C.MODEL.REFINEMASK.STAGE_CHANNELS = [256, 128, 64, 32]
+    _C.MODEL.REFINEMASK.DILATIONS = [1, 3, 5]  # the multi-branch fusion block's 3x3 convs
+    _C.MODEL.REFINEMASK.SEMANTIC_IN_FEATURE = "p2"  # stride-4 FPN level read by the semantic head
+    _C.MODEL.REFINEMASK.NUM_SEMANTIC_CONVS = 4
+    _C.MODEL.REFINEMASK.SEMANTIC_CONV_DIM = 256
+    _C.MODEL.REFINEMASK.SEMANTIC_LOSS_WEIGHT = 1.0  # BCE vs the union of the image's masks
+    _C.MODEL.REFINEMASK.STAGE_LOSS_WEIGHTS = [0.25, 0.5, 0.75, 1.0]  # BAR loss, per stage
+    # The first stages use BCE on all pixels; later ones only on the boundary band, and at
+    # inference replace only the previous mask's boundary band.
+    _C.MODEL.REFINEMASK.FULL_LOSS_STAGES = 2
+    _C.MODEL.REFINEMASK.BOUNDARY_WIDTH = 2  # px of the boundary band at each stage's size
 
     # Our networks as the proposal generator of a detectron2 detector (frozen, own weights).
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR = CN()

