@@ -59,3 +59,20 @@ def test_no_windows_gives_empty_proposals():
     proposals = dense_proposals([], None, (50, 60), stride=STRIDE, window=WINDOW, pad=PAD,
                                 top_k=10, mask_threshold=0.5)
     assert len(proposals) == 0 and proposals.proposal_masks.to_rles() == []
+
+
+def test_greedy_nms_prefix_equals_nms_over_all_boxes():
+    """Stopping once enough boxes survive must not change which boxes survive."""
+    from torchvision.ops import nms
+
+    from sharpmask.modeling.dense_inference import greedy_nms_prefix
+    torch.manual_seed(0)
+    centres = torch.rand(6000, 2) * 200
+    sizes = torch.rand(6000, 2) * 40 + 5
+    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)
+    scores = torch.rand(6000).sort(descending=True).values
+    full = nms(boxes, scores, 0.5)
+    assert 1000 < len(full) < 6000
+    for count in (10, 300, 1000, len(full), 5000):
+        torch.testing.assert_close(greedy_nms_prefix(boxes, scores, 0.5, count), full[:count])
+    torch.testing.assert_close(greedy_nms_prefix(boxes, scores, 0.5), full)

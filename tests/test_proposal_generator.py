@@ -1,4 +1,4 @@
-"""DeepMask/SharpMask as the proposal generator of a detectron2 detector."""
+"""DeepMask/SharpMask/InstanceFCN as the proposal generator of a detectron2 detector."""
 import imgviz
 import pytest
 import torch
@@ -11,11 +11,13 @@ from model_helpers import build, load_cfg
 
 DM = "configs/shapes/deepmask_R18_shapes.yaml"
 SM = "configs/shapes/sharpmask_R18_shapes.yaml"
+IFCN = "configs/shapes/instancefcn_R18_shapes.yaml"
 DETECTOR = "configs/shapes/mask_rcnn_R18_FPN_shapes.yaml"
 
 
 @pytest.mark.parametrize("config,name", [(DM, "DeepMaskProposalGenerator"),
-                                         (SM, "SharpMaskProposalGenerator")])
+                                         (SM, "SharpMaskProposalGenerator"),
+                                         (IFCN, "InstanceFCNProposalGenerator")])
 def test_generator_undoes_detector_normalisation_and_padding(repo_root, tmp_path, config, name):
     torch.manual_seed(0)
     network, _ = build(repo_root, config, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")

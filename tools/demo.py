@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draw the top proposals of a trained DeepMask/SharpMask on images.
+"""Draw the top proposals of a trained DeepMask, SharpMask or InstanceFCN on images.
 
     python tools/demo.py --config-file configs/shapes/sharpmask_R18_shapes.yaml \
         --input img1.jpg some/folder/ --output out/ [--top-k 20] [--json] \

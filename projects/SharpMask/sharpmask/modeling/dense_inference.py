@@ -14,7 +14,7 @@ from typing import Callable, List
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import batched_nms
+from torchvision.ops import nms
 from detectron2.structures import Boxes, Instances
 
 from ..structures import WindowedMasks
@@ -52,6 +52,20 @@ def window_boxes(rows, cols, level, stride, window, pad, cell_offset=0):
     x0 = ((cols.float() - cell_offset) * stride - pad) / level.scale_x
     y0 = ((rows.float() - cell_offset) * stride - pad) / level.scale_y
     return torch.stack([x0, y0, x0 + window / level.scale_x, y0 + window / level.scale_y], 1)
+
+
+def greedy_nms_prefix(boxes, scores, threshold, count=None):
+    """The first `count` survivors of greedy NMS over boxes sorted by decreasing score,
+    identical to NMS over all of them. A box survives or not by the better-ranked boxes only,
+    so NMS runs on the best n boxes, n growing x4 until `count` survive: on InstanceFCN's ~30k
+    windows per image this avoids most of the quadratic NMS."""
+    total = len(scores)
+    n = total if count is None else min(total, max(4 * count, 1000))
+    while True:
+        keep = nms(boxes[:n], scores[:n], threshold)
+        if count is None or len(keep) >= count or n == total:
+            return keep[:count]
+        n = min(total, 4 * n)
 
 
 def dense_proposals(levels: List[PyramidLevel], decode: Callable, image_size, *, stride, window,
@@ -102,8 +116,8 @@ def dense_proposals(levels: List[PyramidLevel], decode: Callable, image_size, *,
     if nms_threshold < 1.0:
         # NMS on the masks' boxes at mask resolution: pasting thousands of candidates only to
         # box them would cost more than the network (measured: 2.2 s of 2.9 s per image).
-        keep = batched_nms(proposal_masks.cell_boxes(), scores,
-                           torch.zeros_like(scores, dtype=torch.long), nms_threshold)
+        keep = greedy_nms_prefix(proposal_masks.cell_boxes(), scores, nms_threshold,
+                                 max_proposals)
     keep = keep[:max_proposals]
     proposal_masks = proposal_masks[keep]
     result.proposal_boxes = Boxes(proposal_masks.tight_boxes())
