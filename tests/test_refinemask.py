@@ -156,3 +156,27 @@ def test_wrong_mask_head_is_refused(repo_root):
     from detectron2.modeling import build_model
     with pytest.raises(ValueError, match="RefineMaskHead"):
         build_model(cfg)
+
+
+def test_semantic_targets_from_polygons_bitmasks_and_empty_images():
+    """The union of an image's masks, as the covered fraction of each 4 x 4 cell of the padded
+    image; polygon and bitmask annotations agree, and an image without objects is all zero."""
+    from detectron2.structures import BitMasks, PolygonMasks
+
+    from sharpmask.modeling.refinemask import union_mask_targets
+    square = [[[4.0, 4.0, 12.0, 4.0, 12.0, 10.0, 4.0, 10.0]]]  # x 4..12, y 4..10
+    bits = torch.zeros(1, 14, 18, dtype=torch.bool)
+    bits[0, 4:10, 4:12] = True
+    with_polygons = Instances((14, 18), gt_boxes=Boxes(torch.tensor([[4.0, 4, 12, 10]])),
+                              gt_masks=PolygonMasks(square))
+    with_bits = Instances((14, 18), gt_boxes=Boxes(torch.tensor([[4.0, 4, 12, 10]])),
+                          gt_masks=BitMasks(bits))
+    empty = Instances((14, 18), gt_boxes=Boxes(torch.zeros(0, 4)))
+    targets = union_mask_targets([with_polygons, with_bits, empty], (16, 20), 4)
+    assert targets.shape == (3, 1, 4, 5)
+    expected = torch.zeros(4, 5)
+    expected[1, 1:3] = 1.0
+    expected[2, 1:3] = 0.5  # rows 8..9 of cells 8..11
+    torch.testing.assert_close(targets[1, 0], expected)
+    torch.testing.assert_close(targets[0, 0], expected)
+    assert targets[2].sum() == 0

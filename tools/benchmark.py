@@ -144,8 +144,11 @@ def measure_inference(name, depth, size, runs, device):
 
 
 def measure_training(name, depth, iters, device, batch):
-    """Training steps with the real loader (shapes_train data, the COCO config's sampling)."""
+    """Training steps with the real loader (shapes_train data, the COCO config's sampling),
+    seeded so that every depth sees the same images and scales."""
+    from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
+    seed_all_rng(0)
 
     from sharpmask.engine import Trainer
     opts = ["DATASETS.TRAIN", "('shapes_train',)", "SOLVER.IMS_PER_BATCH", str(batch),
@@ -222,7 +225,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1024x768"])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--train-iters", type=int, default=3)
+    parser.add_argument("--train-iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="output/benchmark.md")

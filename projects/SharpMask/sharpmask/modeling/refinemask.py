@@ -220,11 +220,11 @@ def union_mask_targets(instances, padded_size, stride):
     targets = []
     for inst in instances:
         height, width = inst.image_size
-        masks = inst.gt_masks
-        if isinstance(masks, PolygonMasks):
-            masks = BitMasks.from_polygon_masks(masks, height, width)
-        union = torch.zeros(padded_size, device=masks.device)
-        if len(masks):
+        union = torch.zeros(padded_size, device=inst.gt_boxes.device)
+        if inst.has("gt_masks") and len(inst.gt_masks):
+            masks = inst.gt_masks
+            if isinstance(masks, PolygonMasks):
+                masks = BitMasks.from_polygon_masks(masks, height, width)
             union[:height, :width] = masks.tensor.any(dim=0).float()
         targets.append(union)
     return F.avg_pool2d(torch.stack(targets)[:, None], stride)
