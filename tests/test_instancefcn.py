@@ -285,3 +285,15 @@ def test_train_net_trains_and_evaluates(repo_root, tmp_path):
     with open(out / "metrics.json") as f:
         rows = [json.loads(line) for line in f if "loss_objectness" in line]
     assert len(rows) >= 1 and "instancefcn/negative_accuracy" in rows[-1]
+
+
+def test_bad_inputs_are_named(repo_root, tmp_path):
+    with pytest.raises(ValueError,
+                       match=r"WINDOW_CELLS \(3\) must be at least MODEL.INSTANCEFCN.K"):
+        build(repo_root, IFCN, "MODEL.INSTANCEFCN.WINDOW_CELLS", "3")
+    record = dict(DatasetCatalog.get("shapes_val_mini")[1])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"this is not a JPEG")
+    record["file_name"] = str(broken)
+    with pytest.raises(OSError, match="cannot read image .*broken.jpg"):
+        InstanceFCNDatasetMapper(load_cfg(repo_root, IFCN))(record)
