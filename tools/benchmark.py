@@ -121,7 +121,6 @@ def measure_inference(name, depth, size, runs, device):
             .get_transform(image.permute(1, 2, 0).numpy()).apply_image(
                 image.permute(1, 2, 0).numpy())
         inputs[0]["image"] = torch.from_numpy(resized.transpose(2, 0, 1).copy())
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times, trunk_times = [], []
@@ -140,7 +139,7 @@ def measure_inference(name, depth, size, runs, device):
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"time": statistics.median(times), "trunk": statistics.median(trunk_times),
-            "peak_mb": peak, "rss_before_mb": rss_before}
+            "peak_mb": peak}
 
 
 def measure_training(name, depth, iters, device, batch):
@@ -150,11 +149,12 @@ def measure_training(name, depth, iters, device, batch):
     from detectron2.utils.events import EventStorage
     seed_all_rng(0)
 
+    from detectron2.modeling import build_model
+
     from sharpmask.engine import Trainer
     opts = ["DATASETS.TRAIN", "('shapes_train',)", "SOLVER.IMS_PER_BATCH", str(batch),
             "DATALOADER.NUM_WORKERS", "2"]
     cfg = load_cfg(name, depth, device, opts)
-    from detectron2.modeling import build_model
     model = build_model(cfg).train()
     optimizer = Trainer.build_optimizer(cfg, model)
     loader = iter(Trainer.build_train_loader(cfg))
@@ -181,7 +181,6 @@ def measure_training(name, depth, iters, device, batch):
 
 def child(args):
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, os.getcwd())
     if args.child == "infer":
         result = measure_inference(args.model, args.depth, tuple(args.size), args.runs,
                                    args.device)

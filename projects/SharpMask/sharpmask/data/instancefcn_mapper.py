@@ -10,6 +10,7 @@ from detectron2.data import transforms as T
 from detectron2.layers import ROIAlign
 from detectron2.modeling.sampling import subsample_labels
 
+from ..modeling.dilated_trunk import STRIDE
 from .window_labels import label_windows, window_grid_boxes
 
 
@@ -45,7 +46,7 @@ class InstanceFCNDatasetMapper:
         s = cfg.INPUT.INSTANCEFCN
         return {
             "augmentations": augmentations, "image_format": cfg.INPUT.FORMAT,
-            "stride": 8, "window_cells": cfg.MODEL.INSTANCEFCN.WINDOW_CELLS,
+            "stride": STRIDE, "window_cells": cfg.MODEL.INSTANCEFCN.WINDOW_CELLS,
             "windows_per_image": s.WINDOWS_PER_IMAGE, "positive_fraction": s.POSITIVE_FRACTION,
             "labelling": {"object_size": s.OBJECT_SIZE, "pos_max_shift": s.POS_MAX_SHIFT,
                           "pos_max_scale": s.POS_MAX_SCALE, "neg_min_shift": s.NEG_MIN_SHIFT,

@@ -149,8 +149,7 @@ class InstanceFCN(SegmentProposalNetwork):
         def decode(li, rows, cols):
             return torch.sigmoid(assemble(maps[li], rows, cols, self.k, m)[0])
 
-        total = sum(level.scores.numel() for level in levels)
-        candidates = min(self.pre_nms_top_k, total) if self.pre_nms_top_k > 0 else total
+        candidates = self.pre_nms_top_k or sum(level.scores.numel() for level in levels)
         return dense_proposals(
             list(levels), decode, tuple(image.shape[-2:]), stride=STRIDE, window=m * STRIDE,
             pad=0, top_k=candidates, mask_threshold=self.mask_threshold,
