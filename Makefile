@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sharpmask-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-all bench clean-datasets
+.PHONY: install test demo demo-all detect-demo refinemask-demo bench clean-datasets
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ demo: install
 
 demo-all: install
 	$(PY) tools/shapes_demo.py --all --output output/demo_all
+
+# Fast R-CNN on each method's proposals; uses (and if needed trains) make demo-all's networks.
+detect-demo: install
+	test -f output/demo_all/instancefcn/model_final.pth || $(MAKE) demo-all
+	$(PY) tools/detection_demo.py proposals --output output/detect_demo
+
+refinemask-demo: install
+	$(PY) tools/detection_demo.py refinemask --output output/detect_demo
 
 bench: install
 	$(PY) tools/benchmark.py --output output/benchmark.md

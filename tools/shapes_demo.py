@@ -8,9 +8,7 @@ its log.txt; the console shows one progress bar (with ETA) per stage.
 """
 import argparse
 import json
-import logging
 import os
-import sys
 import time
 
 import cv2
@@ -24,15 +22,11 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import HookBase  # noqa: E402
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators  # noqa: E402
-from detectron2.utils.env import seed_all_rng  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from sharpmask import add_sharpmask_config  # noqa: E402
-from sharpmask.engine import Trainer  # noqa: E402
+from sharpmask.engine.progress import (evaluate_with_progress, log_to_file,  # noqa: E402
+                                       train_with_progress)
 from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
 
 CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
@@ -43,40 +37,6 @@ COLUMNS = [("segm", "AR@10"), ("segm", "AR@100"), ("segm", "AR@1000"), ("segm", 
            ("bbox", "AR@100"), ("bbox", "AR@1000")]
 
 
-class ProgressBar(HookBase):
-    """A tqdm bar over training iterations (tqdm shows the ETA)."""
-
-    def __init__(self, description):
-        self.description = description
-
-    def before_train(self):
-        self.bar = tqdm(total=self.trainer.max_iter - self.trainer.start_iter,
-                        desc=self.description, unit="it", dynamic_ncols=True)
-
-    def after_step(self):
-        self.bar.update(1)
-
-    def after_train(self):
-        self.bar.close()
-
-
-class ProgressEvaluator(DatasetEvaluator):
-    """Counts images through evaluation on a tqdm bar."""
-
-    def __init__(self, total, description):
-        self.total, self.description = total, description
-
-    def reset(self):
-        self.bar = tqdm(total=self.total, desc=self.description, unit="img", dynamic_ncols=True)
-
-    def process(self, inputs, outputs):
-        self.bar.update(len(inputs))
-
-    def evaluate(self):
-        self.bar.close()
-        return {}
-
-
 def build_cfg(name, output_dir, opts):
     cfg = get_cfg()
     add_sharpmask_config(cfg)
@@ -84,29 +44,6 @@ def build_cfg(name, output_dir, opts):
     cfg.merge_from_list(opts + ["OUTPUT_DIR", os.path.join(output_dir, name.lower())])
     cfg.freeze()
     return cfg
-
-
-def train(cfg, name):
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.DATASETS.TEST = ()  # evaluated once afterwards, with a progress bar
-    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)  # as default_setup does in train_net.py
-    trainer = Trainer(cfg)
-    trainer.register_hooks([ProgressBar(f"train {name}")])
-    trainer.resume_or_load(resume=True)  # an interrupted demo continues where it stopped
-    if trainer.start_iter < trainer.max_iter:
-        trainer.train()
-    return trainer.model
-
-
-def evaluate(cfg, model, name):
-    dataset = cfg.DATASETS.TEST[0]
-    total = len(DatasetCatalog.get(dataset))
-    evaluator = Trainer.build_evaluator(cfg, dataset)
-    model.eval()
-    results = Trainer.test(cfg, model, DatasetEvaluators(
-        [evaluator, ProgressEvaluator(total, f"evaluate {name} on {dataset}")]))
-    return results
 
 
 def table(results):
@@ -168,11 +105,7 @@ def main():
     args = parser.parse_args()
     output_dir = os.path.abspath(args.output)
     os.makedirs(output_dir, exist_ok=True)
-    for name in ("detectron2", "sharpmask", "fvcore"):  # logs to the file, not the console
-        setup_logger(os.path.join(output_dir, "log.txt"), name=name, color=False)
-        logging.getLogger(name).handlers = [  # keep the file, drop the console
-            h for h in logging.getLogger(name).handlers
-            if getattr(h, "stream", None) not in (sys.stdout, sys.stderr)]
+    log_to_file(os.path.join(output_dir, "log.txt"))
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
     print("Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
@@ -181,18 +114,18 @@ def main():
 
     results, models = {}, {}
     deepmask_cfg = build_cfg("DeepMask", output_dir, list(args.opts))
-    models["DeepMask"] = train(deepmask_cfg, "DeepMask")
+    models["DeepMask"] = train_with_progress(deepmask_cfg, "DeepMask")
     deepmask_weights = os.path.join(deepmask_cfg.OUTPUT_DIR, "model_final.pth")
     sharpmask_cfg = build_cfg("SharpMask", output_dir, list(args.opts) + [
         "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
-    models["SharpMask"] = train(sharpmask_cfg, "SharpMask")
+    models["SharpMask"] = train_with_progress(sharpmask_cfg, "SharpMask")
     cfgs = {"DeepMask": deepmask_cfg, "SharpMask": sharpmask_cfg}
     if args.all:
         cfgs["InstanceFCN"] = build_cfg("InstanceFCN", output_dir, list(args.opts))
-        models["InstanceFCN"] = train(cfgs["InstanceFCN"], "InstanceFCN")
+        models["InstanceFCN"] = train_with_progress(cfgs["InstanceFCN"], "InstanceFCN")
     for name, cfg in cfgs.items():
         DetectionCheckpointer(models[name]).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-        results[name] = evaluate(cfg, models[name], name)
+        results[name] = evaluate_with_progress(cfg, models[name], name)
 
     text = table(results)
     minutes = (time.time() - start) / 60

@@ -87,6 +87,11 @@ def add_sharpmask_config(cfg):
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST = 1000  # proposals per image at inference
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.MIN_BOX_SIZE = 0.0  # drop smaller (e.g. empty) boxes
 
+    # Submodules trained no further (names as in model.named_modules(), e.g. "backbone",
+    # "proposal_generator", "roi_heads.box_head"): their weights come from MODEL.WEIGHTS. Used to
+    # train Fast R-CNN heads on a fixed backbone and to compare mask heads on a fixed detector.
+    _C.MODEL.FROZEN_MODULES = []
+
     # DeepMask/SharpMask patch sampling (training).
     _C.INPUT.DEEPMASK = CN()
     _C.INPUT.DEEPMASK.MASK_BATCH_PROB = 0.5  # HFREQ: probability a batch is mask samples

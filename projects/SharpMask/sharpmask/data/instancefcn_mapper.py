@@ -80,7 +80,8 @@ class InstanceFCNDatasetMapper:
         record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         record["window_cells"] = cells
         record["window_labels"] = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
-        record["window_masks"] = self.mask_targets(instances, matched.flatten()[pos], cells[:len(pos)])
+        record["window_masks"] = self.mask_targets(instances, matched.flatten()[pos],
+                                                   cells[:len(pos)])
         return record
 
     def mask_targets(self, instances, objects, cells):

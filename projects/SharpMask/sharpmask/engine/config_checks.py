@@ -29,7 +29,8 @@ def _looks_remote(path):
 
 
 def check_config(cfg):
-    """Datasets registered, weights present, device available."""
+    """Datasets registered, proposal files given and present, weights present, device
+    available."""
     registered = set(DatasetCatalog.list())
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
@@ -38,6 +39,18 @@ def check_config(cfg):
                     f"DATASETS.{key} names {name!r}, which is not a registered dataset. "
                     f"Registered: {', '.join(sorted(registered))}"
                 )
+    if cfg.MODEL.LOAD_PROPOSALS:
+        for key in ("TRAIN", "TEST"):
+            names, files = cfg.DATASETS[key], cfg.DATASETS[f"PROPOSAL_FILES_{key}"]
+            if len(files) != len(names):
+                raise ValueError(
+                    f"MODEL.LOAD_PROPOSALS is on: DATASETS.PROPOSAL_FILES_{key} needs one "
+                    f"proposal file per dataset of DATASETS.{key} {tuple(names)}, got "
+                    f"{tuple(files)}. Write them with tools/dump_proposals.py")
+            missing = [f for f in files if not os.path.isfile(f)]
+            if missing:
+                raise FileNotFoundError(f"DATASETS.PROPOSAL_FILES_{key}: no such file "
+                                        f"{missing}; write it with tools/dump_proposals.py")
     weights = cfg.MODEL.WEIGHTS
     if weights and not _looks_remote(weights) and not os.path.isfile(weights):
         raise FileNotFoundError(f"MODEL.WEIGHTS = {weights!r}: no such file")

@@ -11,6 +11,7 @@ from ..data.build import build_patch_train_loader
 from ..data.instancefcn_mapper import InstanceFCNDatasetMapper
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
+from .freeze import freeze_modules
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 
@@ -30,6 +31,10 @@ class Trainer(DefaultTrainer):
         logging.getLogger(__name__).info(
             "Training %s in %d process%s%s", name, comm.get_world_size(),
             "es" if comm.get_world_size() > 1 else "", backend)
+
+    @classmethod
+    def build_model(cls, cfg):
+        return freeze_modules(super().build_model(cfg), cfg.MODEL.FROZEN_MODULES)
 
     @classmethod
     def build_train_loader(cls, cfg):

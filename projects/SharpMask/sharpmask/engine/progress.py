@@ -1,0 +1,84 @@
+"""Training and evaluation with one progress bar per stage, for the demo scripts.
+
+The console shows a tqdm bar (with ETA) per stage; detectron2's detailed logs go to a file.
+"""
+import logging
+import sys
+
+from detectron2.data import DatasetCatalog
+from detectron2.engine import HookBase
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+from .trainer import Trainer
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar over training iterations (tqdm shows the ETA)."""
+
+    def __init__(self, description):
+        self.description = description
+
+    def before_train(self):
+        self.bar = tqdm(total=self.trainer.max_iter - self.trainer.start_iter,
+                        desc=self.description, unit="it", dynamic_ncols=True)
+
+    def after_step(self):
+        self.bar.update(1)
+
+    def after_train(self):
+        self.bar.close()
+
+
+class ProgressEvaluator(DatasetEvaluator):
+    """Counts images through evaluation on a tqdm bar."""
+
+    def __init__(self, total, description):
+        self.total, self.description = total, description
+
+    def reset(self):
+        self.bar = tqdm(total=self.total, desc=self.description, unit="img", dynamic_ncols=True)
+
+    def process(self, inputs, outputs):
+        self.bar.update(len(inputs))
+
+    def evaluate(self):
+        self.bar.close()
+        return {}
+
+
+def log_to_file(path):
+    """detectron2's, our and fvcore's logs go to `path` only, not to the console."""
+    for name in ("detectron2", "sharpmask", "fvcore"):
+        setup_logger(path, name=name, color=False)
+        logging.getLogger(name).handlers = [
+            h for h in logging.getLogger(name).handlers
+            if getattr(h, "stream", None) not in (sys.stdout, sys.stderr)]
+
+
+def train_with_progress(cfg, description):
+    """Train `cfg` (resuming from its OUTPUT_DIR, so an interrupted run continues) and return
+    the model. DATASETS.TEST is left for `evaluate_with_progress`."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = ()
+    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)  # as default_setup does in train_net.py
+    trainer = Trainer(cfg)
+    trainer.register_hooks([ProgressBar(f"train {description}")])
+    trainer.resume_or_load(resume=True)
+    if trainer.start_iter < trainer.max_iter:
+        trainer.train()
+    return trainer.model
+
+
+def evaluate_with_progress(cfg, model, description, output_folder=None):
+    """Trainer.test on DATASETS.TEST[0] with a progress bar; returns the evaluator's results."""
+    dataset = cfg.DATASETS.TEST[0]
+    evaluator = Trainer.build_evaluator(cfg, dataset, output_folder)
+    bar = ProgressEvaluator(len(DatasetCatalog.get(dataset)),
+                            f"evaluate {description} on {dataset}")
+    model.eval()
+    return Trainer.test(cfg, model, DatasetEvaluators([evaluator, bar]))
+

@@ -1,0 +1,129 @@
+"""The detection demos' pieces: frozen modules, Fast R-CNN on precomputed proposals on shapes,
+the proposal-file checks, and AP at high IoU thresholds against pycocotools' own 10-threshold
+evaluation."""
+import json
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.layers import FrozenBatchNorm2d
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from model_helpers import build, load_cfg
+from sharpmask.engine import Trainer, check_config
+from sharpmask.evaluation import ap_at_iou_thresholds
+from test_dump_proposals import DM, _dump
+from test_refinemask import SMALL
+from test_train_net import _train_net
+
+FIXED = "configs/shapes/mask_rcnn_R18_FPN_refinemask_shapes.yaml"
+FAST = "configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml"
+TINY = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.IMS_PER_BATCH", "2", "INPUT.RANDOM_FLIP", "none"]
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_fixed_detector_trains_only_the_mask_head(repo_root, tmp_path):
+    """The refinemask demo's config: backbone, RPN and box head stay as loaded; the RefineMask
+    head and its semantic head change."""
+    torch.manual_seed(0)
+    model, _ = build(repo_root, FIXED, *SMALL)
+    DetectionCheckpointer(model, str(tmp_path)).save("init")
+    _train_net(repo_root, "--config-file", FIXED, *SMALL, *TINY, "DATASETS.TEST", "()",
+               "MODEL.WEIGHTS", str(tmp_path / "init.pth"), "SOLVER.MAX_ITER", "2",
+               "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"))
+    before, after = _state(tmp_path / "init.pth"), _state(tmp_path / "out" / "model_final.pth")
+    frozen = ("backbone.", "proposal_generator.", "roi_heads.box_head.",
+              "roi_heads.box_predictor.")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing trained"
+    assert not [k for k in changed if k.startswith(frozen)]
+    assert any(k.startswith("roi_heads.mask_head.") for k in changed)
+    assert any(k.startswith("roi_heads.semantic_head.") for k in changed)
+
+
+def test_frozen_batchnorm_and_unknown_module_names(repo_root):
+    cfg = load_cfg(repo_root, FAST, "MODEL.RESNETS.NORM", "BN")
+    model = Trainer.build_model(cfg)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms and any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.modules())
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.roi_heads.parameters())
+    cfg = load_cfg(repo_root, FAST, "MODEL.FROZEN_MODULES", "['backbone', 'roi_heads.box_haed']")
+    with pytest.raises(KeyError, match=r"box_haed.*top-level modules are .*'roi_heads'"):
+        Trainer.build_model(cfg)
+
+
+def test_fast_rcnn_on_shapes_proposals_trains_and_tests_top_k(repo_root, tmp_path):
+    torch.manual_seed(0)
+    model, _ = build(repo_root, DM)
+    DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
+    proposals = tmp_path / "props.pkl"
+    _dump(repo_root, proposals, tmp_path / "deepmask.pth")
+    files = f"('{proposals}',)"
+    _train_net(repo_root, "--config-file", FAST, *TINY, "MODEL.WEIGHTS", "",
+               "DATASETS.TEST", "('shapes_val_mini',)", "DATASETS.PROPOSAL_FILES_TRAIN", files,
+               "DATASETS.PROPOSAL_FILES_TEST", files, "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST",
+               "7", "SOLVER.MAX_ITER", "1", "MODEL.DEVICE", "cpu",
+               "OUTPUT_DIR", str(tmp_path / "out"))
+    results = tmp_path / "out" / "inference" / "shapes_val_mini" / "coco_instances_results.json"
+    with open(results) as f:
+        detections = json.load(f)
+    per_image = {}
+    for d in detections:
+        per_image[d["image_id"]] = per_image.get(d["image_id"], 0) + 1
+    # Fast R-CNN keeps at most one box per class per proposal, from the top 7 proposals.
+    assert detections and max(per_image.values()) <= 7 * 8
+
+
+def test_proposal_files_are_checked(repo_root, tmp_path):
+    cfg = load_cfg(repo_root, FAST)
+    with pytest.raises(ValueError, match="PROPOSAL_FILES_TRAIN needs one proposal file"):
+        check_config(cfg)
+    cfg = load_cfg(repo_root, FAST, "DATASETS.PROPOSAL_FILES_TRAIN", f"('{tmp_path}/a.pkl',)",
+                   "DATASETS.PROPOSAL_FILES_TEST", f"('{tmp_path}/b.pkl',)")
+    with pytest.raises(FileNotFoundError, match=r"PROPOSAL_FILES_TRAIN: no such file .*a\.pkl"):
+        check_config(cfg)
+
+
+def test_high_iou_ap_matches_cocoeval_thresholds():
+    """Detections = ground-truth masks eroded by 0-3 px: AP falls with the IoU threshold. The
+    result must equal pycocotools' standard evaluation averaged over its thresholds .8-.95."""
+    records = DatasetCatalog.get("shapes_val_mini")
+    json_file = MetadataCatalog.get("shapes_val_mini").json_file
+    gt = COCO(json_file)
+    rng = np.random.default_rng(0)
+    detections = []
+    for ann in gt.loadAnns(gt.getAnnIds(iscrowd=False)):
+        mask = gt.annToMask(ann)
+        k = int(rng.integers(0, 4))
+        if k:
+            mask = cv2.erode(mask, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+        if not mask.any():
+            continue
+        rle = mask_util.encode(np.asfortranarray(mask))
+        rle["counts"] = rle["counts"].decode()
+        detections.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                           "segmentation": rle, "score": float(rng.uniform())})
+    ids = [r["image_id"] for r in records]
+    ours = ap_at_iou_thresholds(json_file, detections, ids)
+
+    standard = COCOeval(gt, gt.loadRes(detections), "segm")
+    standard.params.imgIds = sorted(ids)
+    standard.evaluate()
+    standard.accumulate()
+    thresholds = np.round(standard.params.iouThrs, 2)
+    high = np.isin(thresholds, [0.8, 0.85, 0.9, 0.95])
+    precision = standard.eval["precision"][high][:, :, :, 0, -1]
+    expected = 100 * precision[precision > -1].mean()
+    assert ours == pytest.approx(expected, abs=1e-9)
+    assert 5 < ours < 95  # the erosion makes the high thresholds discriminate
+    assert ap_at_iou_thresholds(json_file, [], ids) == 0.0

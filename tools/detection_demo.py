@@ -1,0 +1,217 @@
+#!/usr/bin/env python
+"""`make detect-demo` and `make refinemask-demo`: detectors on `shapes`, on a CPU.
+
+    python tools/detection_demo.py proposals   # Fast R-CNN on RPN/DeepMask/SharpMask/InstanceFCN
+    python tools/detection_demo.py refinemask  # Mask R-CNN's mask head vs RefineMask's
+
+Both start from one Faster R-CNN R18-FPN trained on shapes_train
+(configs/shapes/faster_rcnn_R18_FPN_shapes.yaml, trained once and reused), standing in for the
+ImageNet weights a COCO detector starts from.
+
+`proposals`: a Fast R-CNN (configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml: that
+backbone, fixed, and a new box head) is trained on each method's proposals and tested with the
+top 100 and the top 1000 proposals per image (box AP on shapes_val). The RPN is the Faster
+R-CNN's own; DeepMask, SharpMask and InstanceFCN are the networks `make demo-all` trained.
+`refinemask`: on the same fixed detector, the two mask heads train with the same schedule; mask AP,
+AP75 and the AP averaged over IoU 0.8-0.95, where mask boundaries decide the match.
+
+Everything goes under one folder (default output/detect_demo); each stage's result is kept, so a
+rerun continues where it stopped. The table is written to proposals.md / refinemask.md there.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from sharpmask import add_sharpmask_config
+from sharpmask.engine.progress import (
+    evaluate_with_progress,
+    log_to_file,
+    train_with_progress,
+)
+from sharpmask.evaluation import ap_at_iou_thresholds
+from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DETECTOR = "configs/shapes/faster_rcnn_R18_FPN_shapes.yaml"
+FAST_RCNN = "configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml"
+MASK_HEADS = {  # name -> (folder, config)
+    "Mask R-CNN head": ("mask_head_maskrcnn",
+                        "configs/shapes/mask_rcnn_R18_FPN_shapes_fixed_detector.yaml"),
+    "RefineMask head": ("mask_head_refinemask",
+                        "configs/shapes/mask_rcnn_R18_FPN_refinemask_shapes.yaml")}
+PROPOSAL_NETWORKS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
+                     "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml",
+                     "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
+TRAIN, TEST = "shapes_train_200", "shapes_val"
+PROPOSAL_COUNTS = (100, 1000)
+
+
+def load_cfg(config_file, opts):
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, config_file))
+    cfg.merge_from_list(opts)
+    cfg.freeze()
+    return cfg
+
+
+def cached(path, compute):
+    """compute() once: its JSON result is kept at `path` (written atomically)."""
+    if not os.path.exists(path):
+        atomic_write_json(compute(), path)
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_weights(state, path):
+    with atomic_open(path, "wb") as f:
+        torch.save({"model": state}, f)
+
+
+def train_detector(output_dir, proposal_models):
+    """The shared Faster R-CNN, started from DeepMask's trunk -> (its checkpoint, a checkpoint
+    of its backbone only)."""
+    trunk = os.path.join(output_dir, "deepmask_trunk_R18.pth")
+    if not os.path.exists(trunk):
+        deepmask = torch.load(network_weights(proposal_models, "DeepMask"), map_location="cpu",
+                              weights_only=False)["model"]
+        prefix = "trunk.resnet."  # DeepMask's ResNet -> the FPN backbone's bottom-up ResNet
+        save_weights({"backbone.bottom_up." + k[len(prefix):]: v for k, v in deepmask.items()
+                      if k.startswith(prefix) and not k.endswith("num_batches_tracked")}, trunk)
+    cfg = load_cfg(DETECTOR, ["MODEL.WEIGHTS", trunk,
+                              "OUTPUT_DIR", os.path.join(output_dir, "faster_rcnn")])
+    final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    backbone = os.path.join(cfg.OUTPUT_DIR, "backbone_final.pth")
+    if not os.path.exists(final):
+        train_with_progress(cfg, "Faster R-CNN (shared detector)")
+    if not os.path.exists(backbone):
+        state = torch.load(final, map_location="cpu", weights_only=False)["model"]
+        save_weights({k: v for k, v in state.items() if k.startswith("backbone.")}, backbone)
+    return final, backbone
+
+
+def network_weights(proposal_models, name):
+    weights = os.path.join(proposal_models, name.lower(), "model_final.pth")
+    if not os.path.exists(weights):
+        sys.exit(f"error: {weights} does not exist. Train the proposal networks first with "
+                 "`make demo-all`, or pass --proposal-models FOLDER holding deepmask/, "
+                 "sharpmask/ and instancefcn/ with model_final.pth each")
+    return weights
+
+
+def dump_proposals(config_file, weights, dataset, path, opts=()):
+    """tools/dump_proposals.py in its own process (it shards, resumes, writes atomically)."""
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, os.path.join(REPO, "tools", "dump_proposals.py"),
+                        "--config-file", os.path.join(REPO, config_file), "--dataset", dataset,
+                        "--output", path, "MODEL.WEIGHTS", weights, *opts], check=True)
+    return path
+
+
+def proposal_files(output_dir, detector_weights, proposal_models):
+    """method -> {dataset: proposal file}, for the RPN and the three proposal networks."""
+    sources = {"RPN (detectron2)": (DETECTOR, detector_weights,
+                                    ["MODEL.META_ARCHITECTURE", "ProposalNetwork"])}
+    for name, config_file in PROPOSAL_NETWORKS.items():
+        sources[name] = (config_file, network_weights(proposal_models, name), [])
+    files = {}
+    for name, (config_file, weights, opts) in sources.items():
+        slug = name.split()[0].lower()
+        files[name] = {dataset: dump_proposals(
+            config_file, weights, dataset,
+            os.path.join(output_dir, "proposals", f"{slug}_{dataset}.pkl"), opts)
+            for dataset in (TRAIN, TEST)}
+    return files
+
+
+def run_proposals(output_dir, proposal_models):
+    _, backbone = train_detector(output_dir, proposal_models)
+    files = proposal_files(output_dir, os.path.join(output_dir, "faster_rcnn", "model_final.pth"),
+                           proposal_models)
+    results = {}
+    for name, paths in files.items():
+        slug = name.split()[0].lower()
+        opts = ["MODEL.WEIGHTS", backbone,
+                "OUTPUT_DIR", os.path.join(output_dir, f"fast_rcnn_{slug}"),
+                "DATASETS.PROPOSAL_FILES_TRAIN", f"('{paths[TRAIN]}',)",
+                "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[TEST]}',)"]
+        cfg = load_cfg(FAST_RCNN, opts)
+        model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals")
+        results[name] = {}
+        for count in PROPOSAL_COUNTS:
+            test_cfg = load_cfg(FAST_RCNN,
+                                opts + ["DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST", count])
+            folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{TEST}_top{count}")
+            results[name][count] = cached(os.path.join(folder, "results.json"), lambda: (
+                evaluate_with_progress(test_cfg, model, f"{name}, top {count}", folder)["bbox"]))
+    columns = [(count, metric) for count in PROPOSAL_COUNTS for metric in ("AP", "AP50", "AP75")]
+    head = "| proposals | " + " | ".join(f"box {m} ({c})" for c, m in columns) + " |"
+    rows = [f"| {name} | " + " | ".join(f"{res[c][m]:.1f}" for c, m in columns) + " |"
+            for name, res in results.items()]
+    return "\n".join([head, "|---|" + "---:|" * len(columns), *rows])
+
+
+def run_refinemask(output_dir, proposal_models):
+    detector, _ = train_detector(output_dir, proposal_models)
+    results = {}
+    for name, (folder_name, config_file) in MASK_HEADS.items():
+        cfg = load_cfg(config_file, ["MODEL.WEIGHTS", detector,
+                                     "OUTPUT_DIR", os.path.join(output_dir, folder_name)])
+        model = train_with_progress(cfg, name)
+        folder = os.path.join(cfg.OUTPUT_DIR, "inference", TEST)
+
+        def evaluate():
+            res = evaluate_with_progress(cfg, model, name, folder)
+            with open(os.path.join(folder, "coco_instances_results.json")) as f:
+                detections = json.load(f)
+            strict = ap_at_iou_thresholds(MetadataCatalog.get(TEST).json_file, detections,
+                                          [r["image_id"] for r in DatasetCatalog.get(TEST)])
+            return {"segm": res["segm"], "bbox": res["bbox"], "segm_AP80_95": strict}
+
+        results[name] = cached(os.path.join(folder, "results.json"), evaluate)
+    head = ("| mask head | mask AP | mask AP50 | mask AP75 | mask AP@[.8:.95] | mask AP_s | "
+            "mask AP_m | mask AP_l | box AP |")
+    rows = [f"| {name} | {r['segm']['AP']:.1f} | {r['segm']['AP50']:.1f} | "
+            f"{r['segm']['AP75']:.1f} | {r['segm_AP80_95']:.1f} | {r['segm']['APs']:.1f} | "
+            f"{r['segm']['APm']:.1f} | {r['segm']['APl']:.1f} | {r['bbox']['AP']:.1f} |"
+            for name, r in results.items()]
+    return "\n".join([head, "|---|" + "---:|" * 8, *rows])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", choices=["proposals", "refinemask"])
+    parser.add_argument("--output", default="output/detect_demo", help="folder for everything")
+    parser.add_argument("--proposal-models", default="output/demo_all",
+                        help="make demo-all's folder: deepmask/, sharpmask/, instancefcn/")
+    args = parser.parse_args()
+    output_dir = os.path.abspath(args.output)
+    os.makedirs(output_dir, exist_ok=True)
+    log_to_file(os.path.join(output_dir, "log.txt"))
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.time()
+    if args.experiment == "proposals":
+        text = run_proposals(output_dir, os.path.abspath(args.proposal_models))
+        title = (f"Fast R-CNN R18-FPN box AP (%) on {TEST} (200 images), trained on each "
+                 f"method's top 1000 proposals of {TRAIN}, tested with the top 100 / 1000")
+        command = "make detect-demo"
+    else:
+        text = run_refinemask(output_dir, os.path.abspath(args.proposal_models))
+        title = f"Mask heads on one fixed Faster R-CNN R18-FPN, mask AP (%) on {TEST} (200 images)"
+        command = "make refinemask-demo"
+    minutes = (time.time() - start) / 60
+    path = os.path.join(output_dir, f"{args.experiment}.md")
+    with atomic_open(path, "w") as f:
+        f.write(f"{title}. `{command}`, {minutes:.1f} min on this machine\n\n{text}\n")
+    print(f"\n{title}:\n\n{text}\n\nDone in {minutes:.1f} min. Table: {path}; logs: "
+          f"{os.path.join(output_dir, 'log.txt')}")
+
+
+if __name__ == "__main__":
+    main()
