@@ -21,6 +21,7 @@ rerun continues where it stopped. The table is written to proposals.md / refinem
 import argparse
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -28,13 +29,14 @@ import time
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
 from sharpmask import add_sharpmask_config
 from sharpmask.engine.progress import (
     evaluate_with_progress,
     log_to_file,
     train_with_progress,
 )
-from sharpmask.evaluation import ap_at_iou_thresholds
+from sharpmask.evaluation import SegmentProposalEvaluator, ap_at_iou_thresholds
 from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +132,22 @@ def proposal_files(output_dir, detector_weights, proposal_models):
     return files
 
 
+def box_recall(proposal_file, dataset):
+    """Box AR of a precomputed-proposal file, by SegmentProposalEvaluator (COCOeval's recall)."""
+    with open(proposal_file, "rb") as f:
+        stored = pickle.load(f)
+    by_id = dict(zip(stored["ids"], zip(stored["boxes"], stored["objectness_logits"])))
+    evaluator = SegmentProposalEvaluator(dataset, distributed=False, dump_proposals=False)
+    evaluator.reset()
+    for record in DatasetCatalog.get(dataset):
+        boxes, logits = by_id[record["image_id"]]
+        proposals = Instances((record["height"], record["width"]))
+        proposals.proposal_boxes = Boxes(torch.as_tensor(boxes))
+        proposals.objectness_logits = torch.as_tensor(logits)
+        evaluator.process([record], [{"proposals": proposals}])
+    return evaluator.evaluate()["bbox"]
+
+
 def run_proposals(output_dir, proposal_models):
     _, backbone = train_detector(output_dir, proposal_models)
     files = proposal_files(output_dir, os.path.join(output_dir, "faster_rcnn", "model_final.pth"),
@@ -143,16 +161,19 @@ def run_proposals(output_dir, proposal_models):
                 "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[TEST]}',)"]
         cfg = load_cfg(FAST_RCNN, opts)
         model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals")
-        results[name] = {}
+        recall = cached(paths[TEST] + ".recall.json", lambda: box_recall(paths[TEST], TEST))
+        results[name] = {"AR": recall}
         for count in PROPOSAL_COUNTS:
             test_cfg = load_cfg(FAST_RCNN,
                                 opts + ["DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST", count])
             folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{TEST}_top{count}")
             results[name][count] = cached(os.path.join(folder, "results.json"), lambda: (
                 evaluate_with_progress(test_cfg, model, f"{name}, top {count}", folder)["bbox"]))
-    columns = [(count, metric) for count in PROPOSAL_COUNTS for metric in ("AP", "AP50", "AP75")]
-    head = "| proposals | " + " | ".join(f"box {m} ({c})" for c, m in columns) + " |"
-    rows = [f"| {name} | " + " | ".join(f"{res[c][m]:.1f}" for c, m in columns) + " |"
+    columns = [(c, m, f"box {m} (top {c})")
+               for c in PROPOSAL_COUNTS for m in ("AP", "AP50", "AP75")]
+    columns += [("AR", f"AR@{c}", f"proposal box AR@{c}") for c in PROPOSAL_COUNTS]
+    head = "| proposals | " + " | ".join(title for _, _, title in columns) + " |"
+    rows = [f"| {name} | " + " | ".join(f"{res[k][m]:.1f}" for k, m, _ in columns) + " |"
             for name, res in results.items()]
     return "\n".join([head, "|---|" + "---:|" * len(columns), *rows])
 
