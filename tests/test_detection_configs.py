@@ -37,3 +37,16 @@ def test_mask_rcnn_with_sharpmask_generator(repo_root, tmp_path):
         "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN", "100", "OUTPUT_DIR", str(tmp_path / "o"))
     assert "loss_mask" in log and "loss_rpn_cls" not in log
     assert _iterations(tmp_path / "o") == [0]
+
+
+def test_faster_rcnn_with_deepmask_generator(repo_root, tmp_path):
+    torch.manual_seed(0)
+    model, _ = build(repo_root, DM)
+    DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
+    log = _train_net(
+        repo_root, "--config-file", "configs/faster_rcnn_R50_FPN_deepmask_generator.yaml",
+        *ON_SHAPES, "MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE", DM,
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "deepmask.pth"),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN", "100", "OUTPUT_DIR", str(tmp_path / "o"))
+    assert "loss_cls" in log and "loss_mask" not in log and "loss_rpn_cls" not in log
+    assert _iterations(tmp_path / "o") == [0]

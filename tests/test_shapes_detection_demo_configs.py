@@ -9,19 +9,21 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.layers import FrozenBatchNorm2d
+from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from model_helpers import build, load_cfg
 from sharpmask.engine import Trainer, check_config
-from sharpmask.evaluation import ap_at_iou_thresholds
+from sharpmask.evaluation import ap_at_iou_thresholds, predict_masks_for_ground_truth
 from test_dump_proposals import DM, _dump
 from test_refinemask import SMALL
 from test_train_net import _train_net
 
 FIXED = "configs/shapes/mask_rcnn_R18_FPN_refinemask_shapes.yaml"
+MASK_RCNN_FIXED = "configs/shapes/mask_rcnn_R18_FPN_shapes_fixed_detector.yaml"
 FAST = "configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml"
 TINY = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.IMS_PER_BATCH", "2", "INPUT.RANDOM_FLIP", "none"]
@@ -127,3 +129,25 @@ def test_high_iou_ap_matches_cocoeval_thresholds():
     assert ours == pytest.approx(expected, abs=1e-9)
     assert 5 < ours < 95  # the erosion makes the high thresholds discriminate
     assert ap_at_iou_thresholds(json_file, [], ids) == 0.0
+
+
+@pytest.mark.parametrize("config", [FIXED, MASK_RCNN_FIXED])
+def test_masks_for_ground_truth_boxes(repo_root, config):
+    """Both mask heads give one full-resolution mask per non-crowd ground-truth box, with that
+    box and class, in original image coordinates."""
+    torch.manual_seed(0)
+    model, cfg = build(repo_root, config, *SMALL)
+    model.eval()
+    records = [r for r in DatasetCatalog.get("shapes_val_mini") if r["annotations"]][:2]
+    mapper = DatasetMapper(cfg, is_train=False)
+    inputs = [mapper(r) for r in records]
+    outputs = predict_masks_for_ground_truth(model, inputs, records)
+    for record, output in zip(records, outputs):
+        annotations = [a for a in record["annotations"] if not a.get("iscrowd", 0)]
+        instances = output["instances"]
+        expected = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                 for a in annotations], dtype=torch.float32)
+        torch.testing.assert_close(instances.pred_boxes.tensor, expected, atol=1e-3, rtol=0)
+        assert instances.pred_classes.tolist() == [a["category_id"] for a in annotations]
+        assert instances.pred_masks.shape == (len(annotations), record["height"],
+                                              record["width"])

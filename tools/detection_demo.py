@@ -28,15 +28,15 @@ import time
 
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
+from tqdm import tqdm
+
 from sharpmask import add_sharpmask_config
-from sharpmask.engine.progress import (
-    evaluate_with_progress,
-    log_to_file,
-    train_with_progress,
-)
-from sharpmask.evaluation import SegmentProposalEvaluator, ap_at_iou_thresholds
+from sharpmask.engine.progress import evaluate_with_progress, log_to_file, train_with_progress
+from sharpmask.evaluation import (SegmentProposalEvaluator, ap_at_iou_thresholds,
+                                  predict_masks_for_ground_truth)
 from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,6 +178,30 @@ def run_proposals(output_dir, proposal_models):
     return "\n".join([head, "|---|" + "---:|" * len(columns), *rows])
 
 
+def high_iou_ap(folder):
+    """Mask AP over IoU 0.8-0.95 of the COCOEvaluator results written in `folder`."""
+    with open(os.path.join(folder, "coco_instances_results.json")) as f:
+        detections = json.load(f)
+    return ap_at_iou_thresholds(MetadataCatalog.get(TEST).json_file, detections,
+                                [r["image_id"] for r in DatasetCatalog.get(TEST)])
+
+
+def masks_on_ground_truth_boxes(cfg, model, description, folder):
+    """COCOEvaluator's mask AP of the masks `model` predicts for TEST's ground-truth boxes
+    (images with only crowd regions have none and are left out)."""
+    mapper = DatasetMapper(cfg, is_train=False)
+    evaluator = COCOEvaluator(TEST, tasks=("segm",), distributed=False, output_dir=folder)
+    evaluator.reset()
+    model.eval()
+    records = [r for r in DatasetCatalog.get(TEST)
+               if any(not a.get("iscrowd", 0) for a in r["annotations"])]
+    for record in tqdm(records, desc=f"masks of {description} on ground-truth boxes",
+                       unit="img", dynamic_ncols=True):
+        inputs = [mapper(record)]
+        evaluator.process(inputs, predict_masks_for_ground_truth(model, inputs, [record]))
+    return evaluator.evaluate()["segm"]
+
+
 def run_refinemask(output_dir, proposal_models):
     detector, _ = train_detector(output_dir, proposal_models)
     results = {}
@@ -186,23 +210,33 @@ def run_refinemask(output_dir, proposal_models):
                                      "OUTPUT_DIR", os.path.join(output_dir, folder_name)])
         model = train_with_progress(cfg, name)
         folder = os.path.join(cfg.OUTPUT_DIR, "inference", TEST)
+        gt_folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{TEST}_ground_truth_boxes")
 
         def evaluate():
             res = evaluate_with_progress(cfg, model, name, folder)
-            with open(os.path.join(folder, "coco_instances_results.json")) as f:
-                detections = json.load(f)
-            strict = ap_at_iou_thresholds(MetadataCatalog.get(TEST).json_file, detections,
-                                          [r["image_id"] for r in DatasetCatalog.get(TEST)])
-            return {"segm": res["segm"], "bbox": res["bbox"], "segm_AP80_95": strict}
+            return {"segm": res["segm"], "bbox": res["bbox"], "segm_AP80_95": high_iou_ap(folder)}
 
-        results[name] = cached(os.path.join(folder, "results.json"), evaluate)
-    head = ("| mask head | mask AP | mask AP50 | mask AP75 | mask AP@[.8:.95] | mask AP_s | "
-            "mask AP_m | mask AP_l | box AP |")
-    rows = [f"| {name} | {r['segm']['AP']:.1f} | {r['segm']['AP50']:.1f} | "
-            f"{r['segm']['AP75']:.1f} | {r['segm_AP80_95']:.1f} | {r['segm']['APs']:.1f} | "
-            f"{r['segm']['APm']:.1f} | {r['segm']['APl']:.1f} | {r['bbox']['AP']:.1f} |"
-            for name, r in results.items()]
-    return "\n".join([head, "|---|" + "---:|" * 8, *rows])
+        def evaluate_on_ground_truth_boxes():
+            res = masks_on_ground_truth_boxes(cfg, model, name, gt_folder)
+            return {"segm": res, "segm_AP80_95": high_iou_ap(gt_folder)}
+
+        results[name] = {
+            "detected": cached(os.path.join(folder, "results.json"), evaluate),
+            "ground truth": cached(os.path.join(gt_folder, "results.json"),
+                                   evaluate_on_ground_truth_boxes)}
+    columns = [(boxes, metric, f"{label} {title}")
+               for boxes, label in (("detected", "mask"), ("ground truth", "GT-box mask"))
+               for metric, title in (("AP", "AP"), ("AP75", "AP75"), ("AP80_95", "AP@[.8:.95]"))]
+
+    def value(r, metric):
+        return r["segm_AP80_95"] if metric == "AP80_95" else r["segm"][metric]
+
+    head = ("| mask head | " + " | ".join(title for _, _, title in columns)
+            + " | mask AP_s | mask AP_m | mask AP_l | box AP |")
+    rows = [f"| {name} | " + " | ".join(f"{value(r[b], m):.1f}" for b, m, _ in columns)
+            + " | " + " | ".join(f"{r['detected']['segm'][k]:.1f}" for k in ("APs", "APm", "APl"))
+            + f" | {r['detected']['bbox']['AP']:.1f} |" for name, r in results.items()]
+    return "\n".join([head, "|---|" + "---:|" * (len(columns) + 4), *rows])
 
 
 def main():

@@ -261,18 +261,28 @@ class RefineMaskROIHeads(StandardROIHeads):
                    semantic_loss_weight=rm.SEMANTIC_LOSS_WEIGHT)
         return ret
 
-    def forward(self, images, features, proposals, targets=None):
+    def _with_semantic(self, features):
+        """The backbone features plus the semantic head's features and logits."""
         semantic_features, semantic_logits = self.semantic_head(
             features[self.semantic_in_feature])
-        features = {**features, SEMANTIC_FEATURES: semantic_features,
-                    SEMANTIC_LOGITS: semantic_logits}
+        return {**features, SEMANTIC_FEATURES: semantic_features, SEMANTIC_LOGITS: semantic_logits}
+
+    def forward(self, images, features, proposals, targets=None):
+        features = self._with_semantic(features)
         instances, losses = super().forward(images, features, proposals, targets)
         if self.training and self.mask_on:
+            semantic_logits = features[SEMANTIC_LOGITS]
             padded = tuple(4 * v for v in semantic_logits.shape[-2:])
             losses["loss_semantic"] = self.semantic_loss_weight * \
                 F.binary_cross_entropy_with_logits(semantic_logits,
                                                    union_mask_targets(targets, padded, 4))
         return instances, losses
+
+    def forward_with_given_boxes(self, features, instances):
+        """Masks for given boxes (e.g. ground-truth ones), from the backbone features alone."""
+        if SEMANTIC_FEATURES not in features:
+            features = self._with_semantic(features)
+        return super().forward_with_given_boxes(features, instances)
 
     def _forward_mask(self, features, instances):
         if not self.mask_on:
