@@ -1,6 +1,6 @@
 """The detection demos' pieces: frozen modules, Fast R-CNN on precomputed proposals on shapes,
-the proposal-file checks, and AP at high IoU thresholds against pycocotools' own 10-threshold
-evaluation."""
+the proposal-file checks, masks for ground-truth boxes, and AP at high IoU thresholds against
+pycocotools' own 10-threshold evaluation."""
 import json
 
 import cv2

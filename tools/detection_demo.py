@@ -5,15 +5,16 @@
     python tools/detection_demo.py refinemask  # Mask R-CNN's mask head vs RefineMask's
 
 Both start from one Faster R-CNN R18-FPN trained on shapes_train
-(configs/shapes/faster_rcnn_R18_FPN_shapes.yaml, trained once and reused), standing in for the
-ImageNet weights a COCO detector starts from.
+(configs/shapes/faster_rcnn_R18_FPN_shapes.yaml, trained once and reused) from the trunk that
+DeepMask learned in `make demo-all`: it stands in for the ImageNet weights of a COCO detector.
 
 `proposals`: a Fast R-CNN (configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml: that
 backbone, fixed, and a new box head) is trained on each method's proposals and tested with the
 top 100 and the top 1000 proposals per image (box AP on shapes_val). The RPN is the Faster
 R-CNN's own; DeepMask, SharpMask and InstanceFCN are the networks `make demo-all` trained.
-`refinemask`: on the same fixed detector, the two mask heads train with the same schedule; mask AP,
-AP75 and the AP averaged over IoU 0.8-0.95, where mask boundaries decide the match.
+`refinemask`: on the same fixed detector, the two mask heads train with the same schedule; mask
+AP, AP75 and the AP averaged over IoU 0.8-0.95 (where mask boundaries decide the match), with
+the detector's boxes and with the ground-truth boxes (the mask head alone).
 
 Everything goes under one folder (default output/detect_demo); each stage's result is kept, so a
 rerun continues where it stopped. The table is written to proposals.md / refinemask.md there.

@@ -42,12 +42,12 @@ def check_config(cfg):
     if cfg.MODEL.LOAD_PROPOSALS:
         for key in ("TRAIN", "TEST"):
             names, files = cfg.DATASETS[key], cfg.DATASETS[f"PROPOSAL_FILES_{key}"]
-            if len(files) != len(names):
+            if names and len(files) != len(names):
                 raise ValueError(
                     f"MODEL.LOAD_PROPOSALS is on: DATASETS.PROPOSAL_FILES_{key} needs one "
                     f"proposal file per dataset of DATASETS.{key} {tuple(names)}, got "
                     f"{tuple(files)}. Write them with tools/dump_proposals.py")
-            missing = [f for f in files if not os.path.isfile(f)]
+            missing = [f for f in files[:len(names)] if not os.path.isfile(f)]
             if missing:
                 raise FileNotFoundError(f"DATASETS.PROPOSAL_FILES_{key}: no such file "
                                         f"{missing}; write it with tools/dump_proposals.py")
