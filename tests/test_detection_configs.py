@@ -3,7 +3,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from model_helpers import build
-from test_dump_proposals import DM, _dump
+from test_dump_proposals import DM, random_deepmask_proposals
 from test_train_net import _iterations, _train_net
 
 ON_SHAPES = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", "8",
@@ -14,11 +14,7 @@ ON_SHAPES = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CL
 
 
 def test_fast_rcnn_on_precomputed_deepmask_proposals(repo_root, tmp_path):
-    torch.manual_seed(0)
-    model, _ = build(repo_root, DM)
-    DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
-    proposals = tmp_path / "props.pkl"
-    _dump(repo_root, proposals, tmp_path / "deepmask.pth")
+    proposals = random_deepmask_proposals(repo_root, tmp_path)
     _train_net(repo_root, "--config-file", "configs/fast_rcnn_R50_FPN_deepmask_proposals.yaml",
                *ON_SHAPES, "DATASETS.PROPOSAL_FILES_TRAIN", f"('{proposals}',)",
                "OUTPUT_DIR", str(tmp_path / "out"))

@@ -24,6 +24,16 @@ def _dump(repo_root, output, weights, *extra):
     return proc.stdout
 
 
+def random_deepmask_proposals(repo_root, tmp_path):
+    """A random-weight DeepMask's proposal file for shapes_val_mini (30 per image)."""
+    torch.manual_seed(0)
+    model, _ = build(repo_root, DM)
+    DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
+    proposals = tmp_path / "props.pkl"
+    _dump(repo_root, proposals, tmp_path / "deepmask.pth")
+    return proposals
+
+
 def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
     torch.manual_seed(0)
     model, _ = build(repo_root, DM)

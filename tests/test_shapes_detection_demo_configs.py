@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from model_helpers import build, load_cfg
 from sharpmask.engine import Trainer, check_config
 from sharpmask.evaluation import ap_at_iou_thresholds, predict_masks_for_ground_truth
-from test_dump_proposals import DM, _dump
+from test_dump_proposals import random_deepmask_proposals
 from test_refinemask import SMALL
 from test_train_net import _train_net
 
@@ -65,11 +65,7 @@ def test_frozen_batchnorm_and_unknown_module_names(repo_root):
 
 
 def test_fast_rcnn_on_shapes_proposals_trains_and_tests_top_k(repo_root, tmp_path):
-    torch.manual_seed(0)
-    model, _ = build(repo_root, DM)
-    DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
-    proposals = tmp_path / "props.pkl"
-    _dump(repo_root, proposals, tmp_path / "deepmask.pth")
+    proposals = random_deepmask_proposals(repo_root, tmp_path)
     files = f"('{proposals}',)"
     _train_net(repo_root, "--config-file", FAST, *TINY, "MODEL.WEIGHTS", "",
                "DATASETS.TEST", "('shapes_val_mini',)", "DATASETS.PROPOSAL_FILES_TRAIN", files,

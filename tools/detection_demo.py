@@ -35,7 +35,7 @@ from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
-from sharpmask.engine.progress import evaluate_with_progress, log_to_file, train_with_progress
+from sharpmask.engine.progress import evaluate_with_progress, prepare_output, train_with_progress
 from sharpmask.evaluation import (SegmentProposalEvaluator, ap_at_iou_thresholds,
                                   predict_masks_for_ground_truth)
 from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
@@ -247,10 +247,7 @@ def main():
     parser.add_argument("--proposal-models", default="output/demo_all",
                         help="make demo-all's folder: deepmask/, sharpmask/, instancefcn/")
     args = parser.parse_args()
-    output_dir = os.path.abspath(args.output)
-    os.makedirs(output_dir, exist_ok=True)
-    log_to_file(os.path.join(output_dir, "log.txt"))
-    torch.set_num_threads(os.cpu_count() or 1)
+    output_dir = prepare_output(args.output)
     start = time.time()
     if args.experiment == "proposals":
         text = run_proposals(output_dir, os.path.abspath(args.proposal_models))

@@ -25,7 +25,7 @@ from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
 from sharpmask import add_sharpmask_config  # noqa: E402
-from sharpmask.engine.progress import (evaluate_with_progress, log_to_file,  # noqa: E402
+from sharpmask.engine.progress import (evaluate_with_progress, prepare_output,  # noqa: E402
                                        train_with_progress)
 from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
 
@@ -103,10 +103,7 @@ def main():
     parser.add_argument("--all", action="store_true", help="also train InstanceFCN")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
     args = parser.parse_args()
-    output_dir = os.path.abspath(args.output)
-    os.makedirs(output_dir, exist_ok=True)
-    log_to_file(os.path.join(output_dir, "log.txt"))
-    torch.set_num_threads(os.cpu_count() or 1)
+    output_dir = prepare_output(args.output)
     start = time.time()
     print("Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
     DatasetCatalog.get("shapes_train")

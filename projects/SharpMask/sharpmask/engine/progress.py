@@ -3,7 +3,10 @@
 The console shows a tqdm bar (with ETA) per stage; detectron2's detailed logs go to a file.
 """
 import logging
+import os
 import sys
+
+import torch
 
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
@@ -49,13 +52,18 @@ class ProgressEvaluator(DatasetEvaluator):
         return {}
 
 
-def log_to_file(path):
-    """detectron2's, our and fvcore's logs go to `path` only, not to the console."""
+def prepare_output(folder):
+    """Create the demo's folder (returned as an absolute path), send detectron2's, our and
+    fvcore's logs to its log.txt only (not the console), and use every CPU core."""
+    folder = os.path.abspath(folder)
+    os.makedirs(folder, exist_ok=True)
     for name in ("detectron2", "sharpmask", "fvcore"):
-        setup_logger(path, name=name, color=False)
+        setup_logger(os.path.join(folder, "log.txt"), name=name, color=False)
         logging.getLogger(name).handlers = [
             h for h in logging.getLogger(name).handlers
             if getattr(h, "stream", None) not in (sys.stdout, sys.stderr)]
+    torch.set_num_threads(os.cpu_count() or 1)
+    return folder
 
 
 def train_with_progress(cfg, description):
