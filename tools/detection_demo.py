@@ -150,9 +150,8 @@ def box_recall(proposal_file, dataset):
 
 
 def run_proposals(output_dir, proposal_models):
-    _, backbone = train_detector(output_dir, proposal_models)
-    files = proposal_files(output_dir, os.path.join(output_dir, "faster_rcnn", "model_final.pth"),
-                           proposal_models)
+    detector, backbone = train_detector(output_dir, proposal_models)
+    files = proposal_files(output_dir, detector, proposal_models)
     results = {}
     for name, paths in files.items():
         slug = name.split()[0].lower()
@@ -261,8 +260,10 @@ def main():
     minutes = (time.time() - start) / 60
     path = os.path.join(output_dir, f"{args.experiment}.md")
     with atomic_open(path, "w") as f:
-        f.write(f"{title}. `{command}`, {minutes:.1f} min on this machine\n\n{text}\n")
-    print(f"\n{title}:\n\n{text}\n\nDone in {minutes:.1f} min. Table: {path}; logs: "
+        f.write(f"{title}. `{command}`, {minutes:.1f} min in this run on this machine (stages "
+                "finished by an earlier run are reused, not redone)\n\n{text}\n")
+    print(f"\n{title}:\n\n{text}\n\nDone in {minutes:.1f} min (stages finished by an earlier run "
+          f"were reused). Table: {path}; logs: "
           f"{os.path.join(output_dir, 'log.txt')}")
 
 

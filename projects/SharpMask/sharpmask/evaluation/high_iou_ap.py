@@ -17,9 +17,9 @@ def ap_at_iou_thresholds(json_file, detections, image_ids, iou_type="segm",
     detections: COCO results (list of dicts, as COCOEvaluator's coco_instances_results.json);
     image_ids: the evaluated images (those without detections count, as in COCOEvaluator).
     """
-    gt = COCO(json_file)
     if not detections:
         return 0.0
+    gt = COCO(json_file)
     # loadRes writes "bbox"/"area" into the dicts it gets: give it copies.
     evaluation = COCOeval(gt, gt.loadRes([dict(d) for d in detections]), iou_type)
     evaluation.params.imgIds = sorted(image_ids)
