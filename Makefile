@@ -4,19 +4,32 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sharpmask-installed
 PYTEST_ARGS ?=
+# Exact versions of every package, from the last install that passed the tests; `make lock`
+# rewrites it from .venv. `make install LOCK=` resolves the newest allowed versions instead.
+LOCK ?= requirements/lock.txt
+CONSTRAINT := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: install test demo demo-all detect-demo refinemask-demo bench clean-datasets
+.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench test-margins \
+	clean-datasets
 
 install: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml tools/install_detectron2.py Makefile
+$(STAMP): setup.py pyproject.toml tools/install_detectron2.py Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1 "setuptools<81" wheel fvcore \
-		pycocotools opencv-python-headless numpy matplotlib tqdm imgviz pytest
-	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install $(CONSTRAINT) torch==2.14.1 torchvision==0.29.1 "setuptools<81" wheel \
+		fvcore pycocotools opencv-python-headless numpy matplotlib tqdm imgviz pytest
+	$(PY) tools/install_detectron2.py $(if $(LOCK),--constraint $(LOCK))
 	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	$(PY) -m pip check
 	touch $(STAMP)
+
+# detectron2 is left out: tools/install_detectron2.py pins its source wheel by sha256.
+lock: install
+	{ echo "# Exact versions from an install that passed 'make test'. Written by 'make lock';"; \
+	  echo "# used by 'make install' as pip constraints. README: Installing, upgrading."; \
+	  $(PY) -m pip freeze --all --exclude-editable --exclude pip --exclude detectron2; \
+	} > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -37,6 +50,10 @@ refinemask-demo: install
 
 bench: install
 	$(PY) tools/benchmark.py --output output/benchmark.md
+
+# The training tests over 5 seeds, 1 and 2 threads and two CPU kernel paths (their limits).
+test-margins: install
+	$(PY) tools/test_margins.py --output output/test_margins.md
 
 clean-datasets:
 	rm -rf datasets

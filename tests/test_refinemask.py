@@ -12,6 +12,7 @@ from model_helpers import build, load_cfg
 from sharpmask.modeling.refinemask import bar_loss, boundary_band
 from test_detection_configs import ON_SHAPES
 from test_train_net import _iterations, _train_net
+from training_checks import assert_falls, training_seed
 
 RM = "configs/shapes/mask_rcnn_R18_FPN_refinemask_shapes.yaml"
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "384",
@@ -110,11 +111,12 @@ def test_stage_shapes_and_boundary_only_refinement(repo_root):
             torch.testing.assert_close(merged[k][band], raw[k][band])
 
 
+@pytest.mark.training
 def test_training_decreases_losses_and_inference_gives_full_resolution_masks(repo_root):
     """The RoI heads (semantic head included) trained on fixed backbone features with the
     ground-truth boxes as proposals: the BAR and semantic losses fall; then the detector's
     output masks are pasted at the image's full resolution."""
-    torch.manual_seed(0)
+    torch.manual_seed(training_seed())
     model, cfg = build(repo_root, RM, *SMALL)
     batch = _batch(cfg)
     images = model.preprocess_image(batch)
@@ -133,9 +135,11 @@ def test_training_decreases_losses_and_inference_gives_full_resolution_masks(rep
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    # measured: loss_mask 1.73 -> 1.35 (it starts at 2.5 x log 2), loss_semantic falls faster
-    for key, factor in (("loss_mask", 0.85), ("loss_semantic", 0.7)):
-        assert history[-1][key] < factor * history[0][key], (key, [h[key] for h in history])
+    # Limits from tools/test_margins.py (README, Tests): worst loss_mask ratio MASK_WORST,
+    # loss_semantic SEM_WORST. loss_mask starts at 2.5 x log 2 and is not monotone (the
+    # band of the finer stages moves with the prediction).
+    assert_falls("refinemask", history, "loss_mask", 0.95)
+    assert_falls("refinemask", history, "loss_semantic", 0.5)
     model.eval()
     height, width = batch[0]["height"], batch[0]["width"]
     with torch.no_grad():

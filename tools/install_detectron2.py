@@ -16,7 +16,7 @@ only and an unrelated top-level ``tools`` package. This script:
 Without ``_C`` one loses deformable convolution, rotated boxes and the C++ COCOeval; this
 project uses none of them (ROIAlign and NMS come from torchvision).
 
-Usage: python tools/install_detectron2.py [--force]
+Usage: python tools/install_detectron2.py [--force] [--constraint FILE]
 """
 import argparse
 import base64
@@ -109,13 +109,17 @@ def repack(source, dest_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="reinstall even if importable")
+    parser.add_argument("--constraint", help="pip constraints file for detectron2's dependencies "
+                        "(make install passes requirements/lock.txt)")
     args = parser.parse_args()
     if importlib.util.find_spec("detectron2") is not None and not args.force:
         print("detectron2 is already importable; keeping it.")
         return
     with tempfile.TemporaryDirectory() as tmp:
         wheel = repack(download_source_wheel(tmp), tmp)
-        subprocess.run([sys.executable, "-m", "pip", "install", str(wheel)], check=True)
+        constraint = ["-c", args.constraint] if args.constraint else []
+        subprocess.run([sys.executable, "-m", "pip", "install", *constraint, str(wheel)],
+                       check=True)
     print(f"installed detectron2 {VERSION} (pure Python, no _C extension)")
 
 
