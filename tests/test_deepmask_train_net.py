@@ -13,13 +13,18 @@ DM = "configs/shapes/deepmask_R18_shapes.yaml"
 SM = "configs/shapes/sharpmask_R18_shapes.yaml"
 TINY = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST", "('shapes_val_mini',)",
         "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.STEPS", "(100,)", "MODEL.DEEPMASK.TEST_TOPK", "200"]
+        "SOLVER.STEPS", "(100,)", "MODEL.DEEPMASK.TEST_TOPK", "200",
+        "TEST.PATCH_EVAL.NUM_PATCHES", "16"]
 
 
 def test_deepmask_then_sharpmask_train_and_evaluate(repo_root, tmp_path):
     dm_out, sm_out = tmp_path / "deepmask", tmp_path / "sharpmask"
     _train_net(repo_root, "--config-file", DM, *TINY, "SOLVER.MAX_ITER", "2",
-               "OUTPUT_DIR", str(dm_out))
+               "TEST.PATCH_EVAL.PERIOD", "1", "OUTPUT_DIR", str(dm_out))
+    with open(dm_out / "metrics.json") as f:  # the patch evaluation, logged every iteration
+        rows = [json.loads(line) for line in f if "patch/recall@0.7" in line]
+    assert len(rows) == 2 and rows[0]["iteration"] == 0  # after iteration 0, and at the end
+    assert 0 <= rows[-1]["patch/mean_iou"] <= 100 and (dm_out / "model_best.pth").is_file()
     log = _train_net(repo_root, "--config-file", SM, *TINY, "SOLVER.MAX_ITER", "2",
                      "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", str(dm_out / "model_final.pth"),
                      "OUTPUT_DIR", str(sm_out))

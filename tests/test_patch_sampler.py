@@ -63,18 +63,81 @@ def test_mask_samples_follow_the_official_rules(cfg, dicts, sampler):
     assert abs(flips / N - s.FLIP) < 4 * math.sqrt(0.25 / N)
 
 
-def test_score_samples_are_balanced_and_separated(cfg, dicts, sampler):
+def _official_bin(side, object_size, step):
+    """DataSampler.lua's createBBstruct: the first s in -32..32 whose range holds the side."""
+    for b in range(-32, 33):
+        if object_size * 2 ** ((b - 1) * step) < side <= object_size * 2 ** ((b + 1) * step):
+            return b
+    raise AssertionError(side)
+
+
+def _official_positive_rule(dicts, s):
+    """The official score-positive distribution, computed directly: an image with a usable
+    object uniformly, then one of its scale bins uniformly, then an object of that bin
+    uniformly. Returns (bins per (image, annotation), P(category), and the mean and variance
+    of the number of usable objects in a positive's image)."""
+    bins, per_image = {}, {}
+    for i, record in enumerate(dicts):
+        for j, ann in enumerate(record["annotations"]):
+            if ann["iscrowd"] or min(ann["bbox"][2:]) < s.MIN_SIDE or \
+                    mask_util.area(ann["segmentation"]) < s.MIN_AREA:
+                continue
+            b = _official_bin(max(ann["bbox"][2:]), s.OBJECT_SIZE, s.SCALE_STEP)
+            bins[(i, j)] = b
+            per_image.setdefault(i, {}).setdefault(b, []).append(ann["category_id"])
+    p_category = np.zeros(8)
+    for image_bins in per_image.values():
+        for members in image_bins.values():
+            for category in members:
+                p_category[category] += 1 / len(per_image) / len(image_bins) / len(members)
+    objects = np.array([sum(len(m) for m in b.values()) for b in per_image.values()], float)
+    return bins, p_category, objects.mean(), objects.var(), per_image
+
+
+def test_score_positives_follow_images_and_objects_as_the_official_sampler(cfg, dicts, sampler):
     s = cfg.INPUT.DEEPMASK
+    bins, p_category, mean_objects, var_objects, per_image = _official_positive_rule(dicts, s)
     rng = np.random.default_rng(1)
     specs = [sampler.sample_score(rng) for _ in range(N)]
     positives = [p for p in specs if p.label == 1]
     assert abs(len(positives) / N - 0.5) < 4 * math.sqrt(0.25 / N)
-    lo, hi = s.POS_SCALE_RANGE
+    n = len(positives)
+    categories, objects = [], []
     for spec in positives:
         center, side = _object(dicts, spec)
         assert np.allclose(spec.center, center)  # exactly centred
-        assert lo - 1e-9 <= math.log2(side * spec.scale / s.OBJECT_SIZE) <= hi + 1e-9
-    negatives = [p for p in specs if p.label == 0]
+        b = bins[(spec.image_index, spec.annotation_index)]  # a usable object
+        assert spec.scale == pytest.approx(2 ** (-b * s.SCALE_STEP))
+        assert s.OBJECT_SIZE < side * spec.scale <= s.OBJECT_SIZE * 2 ** s.SCALE_STEP + 1e-6
+        categories.append(dicts[spec.image_index]["annotations"][spec.annotation_index]
+                          ["category_id"])
+        objects.append(sum(len(m) for m in per_image[spec.image_index].values()))
+    counts = np.bincount(categories, minlength=8)
+    assert np.all(np.abs(counts / n - p_category) < 4 * np.sqrt(p_category * (1 - p_category) / n))
+    # Images are drawn uniformly, not in proportion to their objects: the mean number of
+    # objects in a positive's image is the images' mean, not the object-weighted mean.
+    tolerance = 4 * math.sqrt(var_objects / n)
+    assert abs(np.mean(objects) - mean_objects) < tolerance
+    object_weighted = (var_objects + mean_objects ** 2) / mean_objects
+    assert object_weighted - mean_objects > 2 * tolerance  # the check tells the two apart
+
+
+def test_score_negatives_take_the_official_scale_bins_and_stay_away(cfg, dicts, sampler):
+    s = cfg.INPUT.DEEPMASK
+    rng = np.random.default_rng(3)
+    negatives = [p for p in (sampler.sample_score(rng) for _ in range(N)) if p.label == 0]
+    steps = np.log2([p.scale for p in negatives]) / s.SCALE_STEP
+    assert np.allclose(steps, np.round(steps))  # on the grid of bins
+    low, high = s.NEG_SCALE_RANGE
+    bins = np.round(steps).astype(int)
+    expected = np.arange(round(low / s.SCALE_STEP), round(high / s.SCALE_STEP) + 1)
+    assert len(expected) == 21 and set(bins) == set(expected)  # official: 21 bins, all used
+    # About a quarter are upsampled 2x or more, like small-object positives (shapes windows are
+    # half the COCO ones, hence 2^-1 times the official scales): 5 of the 21 bins before the
+    # rejection near objects, which removes more shrunk patches, where large objects reach
+    # the canonical size (0.28 measured on 20000 draws). The old 2^U(-2.75, 0.75) gave none.
+    upsampled = np.mean([p.scale >= 2 ** (high - 1) - 1e-9 for p in negatives])
+    assert 0.2 < upsampled < 0.36
     near_misses = 0
     for spec in negatives:
         for ann in dicts[spec.image_index]["annotations"]:

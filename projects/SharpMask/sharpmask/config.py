@@ -18,6 +18,10 @@ def add_sharpmask_config(cfg):
     _C.MODEL.DEEPMASK.SCORE_HIDDEN = 1024  # hidden units of the score branch
     _C.MODEL.DEEPMASK.DROPOUT = 0.5  # dropout of the score branch
     _C.MODEL.DEEPMASK.MASK_LOSS_WEIGHT = 1.0  # weight of the per-pixel mask loss
+    # "sum" (official): the mask loss is the sum over the global batch (SOLVER.IMS_PER_BATCH,
+    # all processes) of each sample's per-pixel mean, i.e. the NIPS paper's eq. 1 with
+    # lambda = 1 / batch; "mean": the mean over the batch (a 1 / batch weaker mask loss).
+    _C.MODEL.DEEPMASK.MASK_LOSS_REDUCTION = "sum"
     _C.MODEL.DEEPMASK.SCORE_LOSS_WEIGHT = 1.0  # weight of the score loss
     # Image scales of the inference pyramid: 2^-2.5 .. 2^0.5 in steps of 2^0.5.
     _C.MODEL.DEEPMASK.TEST_SCALES = [2 ** (e / 2) for e in range(-5, 2)]
@@ -101,8 +105,11 @@ def add_sharpmask_config(cfg):
     _C.INPUT.DEEPMASK.FLIP = 0.5  # horizontal flip probability
     _C.INPUT.DEEPMASK.MIN_AREA = 100  # objects smaller than this (px) are not sampled
     _C.INPUT.DEEPMASK.MIN_SIDE = 5  # objects with a box side below this (px) are not sampled
-    _C.INPUT.DEEPMASK.POS_SCALE_RANGE = [0.0, 0.25]  # score positives: log2 size / OBJECT_SIZE
-    _C.INPUT.DEEPMASK.NEG_SCALE_RANGE = [-2.75, 0.75]  # score negatives: log2 image scale
+    # Score samples' scale bins, log2 wide (official `scale`): a positive's largest side lands
+    # in (OBJECT_SIZE, OBJECT_SIZE * 2^SCALE_STEP]; negatives take one of the image scales
+    # 2^NEG_SCALE_RANGE[0] .. 2^NEG_SCALE_RANGE[1] in these steps (official: 21 bins, 2^-3..2^2).
+    _C.INPUT.DEEPMASK.SCALE_STEP = 0.25
+    _C.INPUT.DEEPMASK.NEG_SCALE_RANGE = [-3.0, 2.0]
     _C.INPUT.DEEPMASK.NEG_MIN_SHIFT = 48  # negatives: no object centre this close (patch px)
     _C.INPUT.DEEPMASK.NEG_MIN_SCALE = 1.0  # ... at a log2 size within this of OBJECT_SIZE
 
@@ -122,6 +129,16 @@ def add_sharpmask_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     # Learning-rate factors applied after each of SOLVER.STEPS (empty: detectron2's GAMMA^k).
     _C.SOLVER.LR_FACTORS = []
+
+    # DeepMask/SharpMask patch evaluation during training (official Trainer:test): mask IoU
+    # and score accuracy on NUM_PATCHES fixed held-out mask and score patches of DATASETS.TEST,
+    # every PERIOD iterations and at the end (0: off), logged as patch/*; the model with the
+    # best patch/recall@0.7 is kept as model_best.pth. Official: every 2 epochs of 4000
+    # batches, on 500 batches of 32.
+    _C.TEST.PATCH_EVAL = CN()
+    _C.TEST.PATCH_EVAL.PERIOD = 0
+    _C.TEST.PATCH_EVAL.NUM_PATCHES = 16000
+    _C.TEST.PATCH_EVAL.SEED = 0
 
     # Segment-proposal evaluation (SegmentProposalEvaluator).
     _C.TEST.SEGMENT_PROPOSALS = CN()

@@ -1,5 +1,4 @@
 """Train loader of DeepMask/SharpMask: batches of centred-object patches."""
-import numpy as np
 import torch
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.utils import comm
@@ -14,7 +13,7 @@ def build_patch_sampler(cfg, dataset_dicts):
         dataset_dicts, window=cfg.MODEL.DEEPMASK.WINDOW, context=cfg.MODEL.DEEPMASK.CONTEXT,
         object_size=s.OBJECT_SIZE, scale_jitter=s.SCALE_JITTER, shift_jitter=s.SHIFT_JITTER,
         flip=s.FLIP, min_area=s.MIN_AREA, min_side=s.MIN_SIDE,
-        pos_scale_range=tuple(s.POS_SCALE_RANGE), neg_scale_range=tuple(s.NEG_SCALE_RANGE),
+        scale_step=s.SCALE_STEP, neg_scale_range=tuple(s.NEG_SCALE_RANGE),
         neg_min_shift=s.NEG_MIN_SHIFT, neg_min_scale=s.NEG_MIN_SCALE)
 
 
@@ -37,7 +36,8 @@ def build_patch_train_loader(cfg):
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise ValueError(f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be divisible "
                          f"by the number of processes ({world})")
-    seed = cfg.SEED if cfg.SEED >= 0 else int(np.random.SeedSequence().entropy % 2 ** 31)
+    # One seed on every process: the batch kinds follow it (DeepMaskBatchStream).
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     stream = DeepMaskBatchStream(build_patch_sampler(cfg, dicts), build_patch_mapper(cfg, dicts),
                                  cfg.SOLVER.IMS_PER_BATCH // world,
                                  cfg.INPUT.DEEPMASK.MASK_BATCH_PROB, seed)

@@ -1,4 +1,6 @@
 """Turns sampled patch geometry into model inputs, and streams whole batches of one kind."""
+import itertools
+
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
@@ -39,16 +41,29 @@ class DeepMaskPatchMapper:
 
 class DeepMaskBatchStream(IterableDataset):
     """Endless batches; each batch is all mask samples (probability `mask_batch_prob`, the
-    official HFREQ) or all score samples. Every (rank, worker) draws from its own seed."""
+    official HFREQ) or all score samples.
+
+    The kind of the loader's b-th batch is drawn from (seed, b) alone, so with the same seed
+    every process trains the same head at each iteration (DDP then averages gradients of one
+    kind, as the official single-GPU batch of 32 is one kind); the samples are drawn from
+    (seed, rank, worker), so processes and workers see different patches. With W workers the
+    DataLoader yields worker w's k-th batch as batch k * W + w.
+    """
 
     def __init__(self, sampler, mapper, batch_size, mask_batch_prob, seed):
         self.sampler, self.mapper = sampler, mapper
         self.batch_size, self.mask_batch_prob, self.seed = batch_size, mask_batch_prob, seed
 
+    def batch_kind(self, index):
+        """"mask" or "score": the kind of the loader's `index`-th batch, on every process."""
+        draw = np.random.default_rng([self.seed, index]).random()
+        return "mask" if draw < self.mask_batch_prob else "score"
+
     def __iter__(self):
         worker = get_worker_info()
-        rng = np.random.default_rng([self.seed, comm.get_rank(), worker.id if worker else 0])
-        while True:
-            draw = (self.sampler.sample_mask if rng.random() < self.mask_batch_prob
+        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        rng = np.random.default_rng([self.seed, comm.get_rank(), worker_id])
+        for k in itertools.count():
+            draw = (self.sampler.sample_mask if self.batch_kind(k * workers + worker_id) == "mask"
                     else self.sampler.sample_score)
             yield [self.mapper(draw(rng)) for _ in range(self.batch_size)]

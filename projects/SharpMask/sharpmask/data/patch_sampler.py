@@ -1,19 +1,23 @@
-"""DeepMask's centred-object patch sampling (the official training recipe).
+"""DeepMask's centred-object patch sampling (the official training recipe, DataSampler.lua).
 
 A sample is a square patch of ``input_size = window + 2 * context`` pixels cut from a rescaled
 image; its central ``window`` pixels are the region a proposal covers. The sampler draws
-geometry only (`PatchSpec`); `render_patch` cuts the pixels and the mask target with one affine
-warp each, padding grey (the mean pixel) outside the image.
+geometry only (`PatchSpec`); `render_patch` cuts the pixels and the mask target, padding grey
+(the mean pixel) outside the image and area-averaging when it shrinks (as the official does).
 
 - Mask samples (always positive): category uniform, then annotation uniform among the usable
   ones (not crowd, area >= min_area, box sides >= min_side); the object's largest side is scaled
   to ``object_size`` times 2^U(-scale_jitter, scale_jitter), its centre shifted by
   U(-shift_jitter, shift_jitter) patch pixels, and the patch flipped with probability `flip`.
-- Score samples, half positive: an object exactly centred, its largest side scaled into
-  ``object_size * 2^pos_scale_range``; half negative: a random image, centre and scale, rejected
-  while any object centre lies within ``neg_min_shift`` patch pixels (both axes) at a scale
-  within 2^``neg_min_scale`` of the canonical size.
+- Score samples, half positive. Positives follow images and objects, not categories: a random
+  image with a usable object, a random scale bin present in it, a random object of that bin,
+  exactly centred; the bins are `scale_step` wide in log2, so the object's largest side lands
+  in (object_size, object_size * 2^scale_step]. Negatives: a random image (images without
+  objects included), a random centre and an image scale from the bins 2^neg_scale_range in
+  steps of `scale_step`, rejected while any object centre lies within ``neg_min_shift`` patch
+  pixels (both axes) at a size within 2^``neg_min_scale`` of the canonical size.
 """
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -38,14 +42,17 @@ class DeepMaskPatchSampler:
     """Draws `PatchSpec`s from detectron2 dataset dicts (boxes in XYWH_ABS, as COCO loads them)."""
 
     def __init__(self, dataset_dicts, *, window, context, object_size, scale_jitter,
-                 shift_jitter, flip, min_area, min_side, pos_scale_range, neg_scale_range,
+                 shift_jitter, flip, min_area, min_side, scale_step, neg_scale_range,
                  neg_min_shift, neg_min_scale):
         self.dataset_dicts = dataset_dicts
         self.window, self.context, self.object_size = window, context, object_size
         self.scale_jitter, self.shift_jitter, self.flip = scale_jitter, shift_jitter, flip
-        self.pos_scale_range, self.neg_scale_range = pos_scale_range, neg_scale_range
+        self.scale_step = scale_step
+        low, high = neg_scale_range
+        self.neg_log_scales = low + scale_step * np.arange(int(round((high - low) / scale_step)) + 1)
         self.neg_min_shift, self.neg_min_scale = neg_min_shift, neg_min_scale
         self.by_category = {}  # category -> [(image index, annotation index)]
+        self.bins = {}  # image index -> {scale bin: [annotation index]} of usable objects
         self.centers = []  # per image: (K, 3) array of object centre x, y and largest side
         for i, record in enumerate(dataset_dicts):
             rows = []
@@ -57,6 +64,8 @@ class DeepMaskPatchSampler:
                 if min(w, h) >= min_side and mask_util.area(annotation_rle(
                         ann["segmentation"], record["height"], record["width"])) >= min_area:
                     self.by_category.setdefault(ann["category_id"], []).append((i, j))
+                    self.bins.setdefault(i, {}).setdefault(
+                        self.scale_bin(max(w, h)), []).append(j)
             self.centers.append(np.array(rows, dtype=np.float64).reshape(-1, 3))
         if not self.by_category:
             raise ValueError(
@@ -64,6 +73,13 @@ class DeepMaskPatchSampler:
                 f">= {min_area} px and box sides >= {min_side} px); is the dataset empty?"
             )
         self.categories = sorted(self.by_category)
+        self.positive_images = sorted(self.bins)
+
+    def scale_bin(self, side):
+        """The bin b of an object side: side in (object_size * 2^(b * step),
+        object_size * 2^((b + 1) * step)]; a patch scale of 2^(-b * step) brings it into
+        (object_size, object_size * 2^step]."""
+        return int(math.ceil(math.log2(side / self.object_size) / self.scale_step - 1e-9)) - 1
 
     @property
     def input_size(self):
@@ -86,17 +102,18 @@ class DeepMaskPatchSampler:
     def sample_score(self, rng):
         flip = bool(rng.random() < self.flip)
         if rng.random() < 0.5:
-            category = self.categories[rng.integers(len(self.categories))]
-            candidates = self.by_category[category]
-            image_index, annotation_index = candidates[rng.integers(len(candidates))]
-            center, side = self._object(image_index, annotation_index)
-            scale = self.object_size / side * 2 ** rng.uniform(*self.pos_scale_range)
+            image_index = self.positive_images[rng.integers(len(self.positive_images))]
+            bins = self.bins[image_index]
+            scale_bin = list(bins)[rng.integers(len(bins))]
+            annotation_index = bins[scale_bin][rng.integers(len(bins[scale_bin]))]
+            center, _ = self._object(image_index, annotation_index)
+            scale = 2.0 ** (-scale_bin * self.scale_step)
             return PatchSpec(image_index, center, scale, flip, 1, "score", annotation_index)
         for _ in range(1000):
             image_index = int(rng.integers(len(self.dataset_dicts)))
             record = self.dataset_dicts[image_index]
             center = rng.uniform(0, 1, 2) * (record["width"], record["height"])
-            scale = 2 ** rng.uniform(*self.neg_scale_range)
+            scale = 2.0 ** self.neg_log_scales[rng.integers(len(self.neg_log_scales))]
             if not self.near_object(image_index, center, scale):
                 return PatchSpec(image_index, tuple(center), scale, flip, 0, "score")
         raise RuntimeError("could not draw a negative patch in 1000 tries; lower "
@@ -138,10 +155,29 @@ def patch_affine(spec, input_size, out_size=None, offset=0.0):
     return np.hstack([a, b[:, None]])
 
 
+def area_prefilter(image, affine):
+    """Where `affine` (2x3, image to output pixel indices, axis-aligned) shrinks the image,
+    area-average the image to about the output's resolution first, as the official sampler's
+    image.scale does (plain interpolation would alias). Returns (image, affine from its pixel
+    indices)."""
+    fx, fy = abs(affine[0, 0]), abs(affine[1, 1])
+    if fx >= 1 and fy >= 1:
+        return image, affine
+    h, w = image.shape[:2]
+    size = (max(1, round(w * min(fx, 1.0))), max(1, round(h * min(fy, 1.0))))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    f = np.array([size[0] / w, size[1] / h])  # small index = (index + 0.5) * f - 0.5
+    linear = affine[:, :2] / f  # per small pixel
+    offset = affine[:, 2] - linear @ (0.5 * f - 0.5)
+    return small, np.hstack([linear, offset[:, None]])
+
+
 def render_patch(spec, image, annotation, input_size, window, target_size, pad_value):
     """Cut the patch (H, W, C) uint8 from `image`, and for mask samples the (target_size,
-    target_size) uint8 mask of `annotation` over the central window."""
-    patch = cv2.warpAffine(image, patch_affine(spec, input_size), (input_size, input_size),
+    target_size) uint8 mask of `annotation` over the central window (area-averaged, then
+    thresholded at 0.5)."""
+    source, affine = area_prefilter(image, patch_affine(spec, input_size))
+    patch = cv2.warpAffine(source, affine, (input_size, input_size),
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=tuple(float(v) for v in pad_value))
     if patch.ndim == 2:
@@ -150,7 +186,8 @@ def render_patch(spec, image, annotation, input_size, window, target_size, pad_v
         return patch, None
     rle = annotation_rle(annotation["segmentation"], *image.shape[:2])
     full = mask_util.decode(rle).astype(np.float32)
-    affine = patch_affine(spec, input_size, target_size, (input_size - window) / 2)
-    target = cv2.warpAffine(full, affine, (target_size, target_size), flags=cv2.INTER_LINEAR,
+    source, affine = area_prefilter(
+        full, patch_affine(spec, input_size, target_size, (input_size - window) / 2))
+    target = cv2.warpAffine(source, affine, (target_size, target_size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return patch, (target >= 0.5).astype(np.uint8)

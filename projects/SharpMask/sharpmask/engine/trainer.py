@@ -4,14 +4,16 @@ import os
 
 import torch.distributed as dist
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
 from ..data.build import build_patch_train_loader
 from ..data.instancefcn_mapper import InstanceFCNDatasetMapper
+from ..evaluation.patch_evaluation import PatchEvaluator
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
 from .freeze import freeze_modules
+from .idle_head import IdleHeadHook
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 
@@ -31,6 +33,26 @@ class Trainer(DefaultTrainer):
         logging.getLogger(__name__).info(
             "Training %s in %d process%s%s", name, comm.get_world_size(),
             "es" if comm.get_world_size() > 1 else "", backend)
+
+    def build_hooks(self):
+        """detectron2's hooks, plus for DeepMask/SharpMask the idle-head rule and the patch
+        evaluation with its best checkpoint (before the writer, which logs their scalars)."""
+        extra = []
+        cfg = self.cfg
+        if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
+            extra.append(IdleHeadHook())
+            period = cfg.TEST.PATCH_EVAL.PERIOD
+            if period > 0 and cfg.DATASETS.TEST:
+                evaluator = PatchEvaluator(cfg, cfg.DATASETS.TEST, cfg.TEST.PATCH_EVAL.NUM_PATCHES,
+                                           cfg.TEST.PATCH_EVAL.SEED)
+                extra.append(hooks.EvalHook(period, lambda: {
+                    "patch": evaluator.evaluate(self.model)}))
+                extra.append(hooks.BestCheckpointer(period, self.checkpointer,
+                                                    "patch/recall@0.7", mode="max"))
+        hook_list = super().build_hooks()
+        at = len(hook_list) - 1 if isinstance(hook_list[-1], hooks.PeriodicWriter) \
+            else len(hook_list)
+        return hook_list[:at] + extra + hook_list[at:]
 
     @classmethod
     def build_model(cls, cfg):

@@ -68,6 +68,9 @@ class SharpMask(DeepMask):
         crops = [self.crop_window(m, stride) for m, stride in self.horizontal_maps(features)]
         return self.refinement(vectors, crops)
 
+    def mask_branch(self):
+        return self.refinement
+
     def decode_masks(self, level_state, rows, cols):
         features, vectors = level_state
         if "horizontal" not in features:  # once per level, only for levels with top windows
