@@ -1,15 +1,18 @@
 """DeepMask's centred-object sampling on shapes_train, checked statistically."""
 import math
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 
 from sharpmask import add_sharpmask_config
 from sharpmask.data.build import build_patch_mapper, build_patch_sampler
-from sharpmask.data.patch_sampler import patch_affine
+from sharpmask.data.patch_sampler import PatchSpec, patch_affine, render_patch
+from sharpmask.modeling.dense_inference import resize_and_pad
 
 N = 3000
 
@@ -203,9 +206,24 @@ def test_rendered_patches_align_masks_flip_and_pad_grey(cfg, dicts, sampler):
 
 
 def test_affine_maps_patch_centre_to_spec_centre():
-    from sharpmask.data.patch_sampler import PatchSpec
     spec = PatchSpec(0, (37.25, 80.5), 1.7, False, 1, "mask")
     a = patch_affine(spec, 112)
     # pixel index space: patch centre is at index 55.5 (continuous 56.0)
     center_index = a @ np.array([37.25 - 0.5, 80.5 - 0.5, 1.0])
     assert np.allclose(center_index, [55.5, 55.5])
+
+
+def test_training_patches_and_the_test_pyramid_are_both_antialiased():
+    """Pixel noise shrunk 4x: the training patch (area averaging) and the inference pyramid
+    (resize_and_pad) both average ~16 pixels into each (std / ~4); plain bilinear sampling, the
+    training path before, averages at most 4 (std / 2 at best) and so aliases."""
+    noise = np.random.default_rng(0).integers(0, 256, (403, 397, 3)).astype(np.uint8)
+    spec = PatchSpec(0, (201.3, 197.8), 0.25, False, 0, "score")
+    patch, _ = render_patch(spec, noise, None, 112, 80, 56, pad_value=(128.0,) * 3)
+    pyramid = resize_and_pad(torch.from_numpy(noise).permute(2, 0, 1).float(), (101, 99),
+                             (101, 99), 0)[0].permute(1, 2, 0).numpy()
+    sd = noise.std()
+    assert patch[30:82, 30:82].std() < sd / 3 and pyramid.std() < sd / 3
+    assert abs(patch[30:82, 30:82].mean() - noise.mean()) < 2
+    aliased = cv2.warpAffine(noise, patch_affine(spec, 112), (112, 112), flags=cv2.INTER_LINEAR)
+    assert aliased[30:82, 30:82].std() > sd / 2.5  # what the check tells apart

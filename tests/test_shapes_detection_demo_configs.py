@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from model_helpers import build, load_cfg
-from sharpmask.engine import Trainer, check_config
+from sharpmask.engine import ConfigError, Trainer, check_config
 from sharpmask.evaluation import ap_at_iou_thresholds, predict_masks_for_ground_truth
 from test_dump_proposals import random_deepmask_proposals
 from test_refinemask import SMALL
@@ -84,11 +84,11 @@ def test_fast_rcnn_on_shapes_proposals_trains_and_tests_top_k(repo_root, tmp_pat
 
 def test_proposal_files_are_checked(repo_root, tmp_path):
     cfg = load_cfg(repo_root, FAST)
-    with pytest.raises(ValueError, match="PROPOSAL_FILES_TRAIN needs one proposal file"):
+    with pytest.raises(ConfigError, match="PROPOSAL_FILES_TRAIN needs one proposal file"):
         check_config(cfg)
     cfg = load_cfg(repo_root, FAST, "DATASETS.PROPOSAL_FILES_TRAIN", f"('{tmp_path}/a.pkl',)",
                    "DATASETS.PROPOSAL_FILES_TEST", f"('{tmp_path}/b.pkl',)")
-    with pytest.raises(FileNotFoundError, match=r"PROPOSAL_FILES_TRAIN: no such file .*a\.pkl"):
+    with pytest.raises(ConfigError, match=r"PROPOSAL_FILES_TRAIN: no such file .*a\.pkl"):
         check_config(cfg)
 
 

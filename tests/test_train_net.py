@@ -8,7 +8,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from sharpmask import add_sharpmask_config
-from sharpmask.engine import check_config, merge_config
+from sharpmask.engine import ConfigError, check_config, merge_config
 
 CONFIG = "configs/shapes/mask_rcnn_R18_FPN_shapes.yaml"
 SMALL = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST", "()",
@@ -77,10 +77,35 @@ def test_unknown_config_key_is_named(repo_root, tmp_path):
 
 def test_missing_dataset_and_weights_are_named(repo_root):
     cfg = merge_config(_cfg(), str(repo_root / CONFIG), ["DATASETS.TRAIN", "('shapes_tran',)"])
-    with pytest.raises(KeyError, match="DATASETS.TRAIN names 'shapes_tran'.*shapes_train"):
+    with pytest.raises(ConfigError, match="DATASETS.TRAIN names 'shapes_tran'.*shapes_train"):
         check_config(cfg)
     cfg = merge_config(_cfg(), str(repo_root / CONFIG), ["MODEL.WEIGHTS", "/nonexistent.pth"])
-    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS = '/nonexistent.pth'"):
+    with pytest.raises(ConfigError, match="MODEL.WEIGHTS = '/nonexistent.pth'"):
+        check_config(cfg)
+
+
+def test_every_problem_of_the_main_command_is_named_at_start(repo_root, monkeypatch, tmp_path):
+    """The README's main command on a machine without COCO, a GPU or a trained DeepMask: one
+    error at start names all three (and the environment variable that locates COCO), and the
+    run writes nothing."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    proc = subprocess.run([sys.executable, "train_net.py", "--config-file",
+                           "configs/sharpmask_R50.yaml", "OUTPUT_DIR", str(tmp_path / "out")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    for expected in ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS = 'output/deepmask_R50/model_best.pth'",
+                     "instances_train2014.json does not exist", "$DETECTRON2_DATASETS",
+                     "MODEL.DEVICE = 'cuda'"):
+        assert expected in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config,key", [
+    ("configs/shapes/deepmask_R18_shapes.yaml", "MODEL.DEEPMASK.TEST_SCALES"),
+    ("configs/shapes/instancefcn_R18_shapes.yaml", "MODEL.INSTANCEFCN.TEST_SHORT_SIDES")])
+def test_empty_scale_lists_are_refused_at_start(repo_root, config, key):
+    cfg = merge_config(_cfg(), str(repo_root / config), [key, "[]"])
+    with pytest.raises(ConfigError, match=rf"{key} is empty: .* needs at least one value"):
         check_config(cfg)
 
 

@@ -17,12 +17,12 @@ import cv2
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import Visualizer
 
 from sharpmask import add_sharpmask_config
+from sharpmask.data.validation import read_image_checked
 from sharpmask.engine import check_config, merge_config
 from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
 
@@ -95,9 +95,9 @@ def main():
     failed = 0
     for path in paths:
         try:
-            image = read_image(path, format=cfg.INPUT.FORMAT)
-        except Exception as e:  # PIL raises several types for bad files
-            print(f"error: cannot read image {path}: {e}", file=sys.stderr)
+            image = read_image_checked(path, cfg.INPUT.FORMAT)
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
         with torch.no_grad():

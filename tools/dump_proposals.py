@@ -23,7 +23,7 @@ import pycocotools.mask as mask_util
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog
 from detectron2.engine import launch
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
@@ -31,6 +31,7 @@ from detectron2.utils import comm
 from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
+from sharpmask.data.validation import CheckedDatasetMapper
 from sharpmask.engine import check_config, merge_config
 from sharpmask.structures import encode_masks_as_rles
 from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
@@ -75,7 +76,7 @@ def main(args):
             and not os.path.exists(shard_path(args.output, i))]
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    mapper = DatasetMapper(cfg, is_train=False)
+    mapper = CheckedDatasetMapper(cfg, is_train=False)
     if comm.is_main_process():
         done = len(shards) - sum(not os.path.exists(shard_path(args.output, i))
                                  for i in range(len(shards)))

@@ -55,6 +55,27 @@ def table(results):
     return "\n".join([head, rule, *rows])
 
 
+PATCH_METRICS = ["mean_iou", "recall@0.5", "recall@0.7", "score_accuracy"]
+
+
+def patch_table(cfgs):
+    """The last patch evaluation logged by each patch-trained model's training (metrics.json):
+    mask IoU and recall on held-out shapes_val patches, score accuracy."""
+    rows = []
+    for name, cfg in cfgs.items():
+        path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+        if cfg.TEST.PATCH_EVAL.PERIOD <= 0 or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            logged = [json.loads(line) for line in f if '"patch/mean_iou"' in line]
+        if logged:
+            rows.append(f"| {name} | " + " | ".join(
+                f"{logged[-1]['patch/' + m]:.1f}" for m in PATCH_METRICS) + " |")
+    head = ("| method | patch mask IoU (mean) | recall@0.5 | recall@0.7 | score accuracy |\n"
+            "|---|---:|---:|---:|---:|")
+    return "\n".join([head, *rows]) if rows else ""
+
+
 def draw_proposals(models, cfg, path, top_k=10):
     """The top proposals of each model on one shapes_val image, side by side."""
     dataset = cfg.DATASETS.TEST[0]
@@ -125,6 +146,11 @@ def main():
         results[name] = evaluate_with_progress(cfg, models[name], name)
 
     text = table(results)
+    patches = patch_table(cfgs)
+    if patches:
+        text += ("\n\nPatch evaluation at the end of training (%, "
+                 f"{deepmask_cfg.TEST.PATCH_EVAL.NUM_PATCHES} held-out shapes_val patches "
+                 f"of each kind):\n\n{patches}")
     minutes = (time.time() - start) / 60
     command = "make demo-all" if args.all else "make demo"
     with atomic_open(os.path.join(output_dir, "results.md"), "w") as f:

@@ -11,6 +11,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .shapes import CATEGORIES, SPLITS, ensure_shapes_split, shapes_split_paths
+from .validation import register_validated, validate_catalog
 
 SHAPES_DATASETS = {f"shapes_{split}": split for split in SPLITS}
 # Subsets of a split: name -> (split, number of leading images). Detectors trained on
@@ -19,6 +20,11 @@ SHAPES_DATASETS = {f"shapes_{split}": split for split in SPLITS}
 SHAPES_SUBSETS = {"shapes_train_200": ("train", 200)}
 COCO_VAL5K = "coco_2014_val_first5k"
 COCO_VAL5K_SIZE = 5000
+
+
+def generated_dataset_names():
+    """Datasets whose files are generated on first use (so not checked for at start)."""
+    return set(SHAPES_DATASETS) | set(SHAPES_SUBSETS)
 
 
 def shapes_root():
@@ -31,7 +37,7 @@ def coco_root():
 
 def _load_shapes(root, split, name, num_images=None):
     json_file, image_root = ensure_shapes_split(root, split)
-    dicts = load_coco_json(json_file, image_root, name)
+    dicts = load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
     return dicts if num_images is None else dicts[:num_images]
 
 
@@ -41,8 +47,8 @@ def register_shapes(root):
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-        DatasetCatalog.register(name, lambda root=root, split=split, name=name, n=num_images:
-                                _load_shapes(root, split, name, n))
+        register_validated(name, lambda root=root, split=split, name=name, n=num_images:
+                           _load_shapes(root, split, name, n))
         json_file, image_root = shapes_split_paths(root, split)
         MetadataCatalog.get(name).set(
             json_file=json_file, image_root=image_root, evaluator_type="coco",
@@ -60,7 +66,7 @@ def _load_coco_val5k(json_file, image_root, name):
                 "coco/annotations/instances_val2014.json and coco/val2014/. Download COCO 2014 "
                 "from cocodataset.org, or set DETECTRON2_DATASETS to the folder holding coco/."
             )
-    dicts = load_coco_json(json_file, image_root, name)  # sorted by image id
+    dicts = load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
     return sorted(dicts, key=lambda d: d["image_id"])[:COCO_VAL5K_SIZE]
 
 
@@ -70,8 +76,7 @@ def register_coco_val5k(root):
     if COCO_VAL5K in DatasetCatalog.list():
         DatasetCatalog.remove(COCO_VAL5K)
         MetadataCatalog.remove(COCO_VAL5K)
-    DatasetCatalog.register(COCO_VAL5K, lambda: _load_coco_val5k(json_file, image_root,
-                                                                 COCO_VAL5K))
+    register_validated(COCO_VAL5K, lambda: _load_coco_val5k(json_file, image_root, COCO_VAL5K))
     MetadataCatalog.get(COCO_VAL5K).set(json_file=json_file, image_root=image_root,
                                         evaluator_type="coco", **_get_builtin_metadata("coco"))
 
@@ -79,3 +84,4 @@ def register_coco_val5k(root):
 def register_all():
     register_shapes(shapes_root())
     register_coco_val5k(coco_root())
+    validate_catalog()  # detectron2's builtin datasets (COCO, LVIS, ...) too

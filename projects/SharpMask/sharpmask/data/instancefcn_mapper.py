@@ -11,6 +11,7 @@ from detectron2.layers import ROIAlign
 from detectron2.modeling.sampling import subsample_labels
 
 from ..modeling.dilated_trunk import STRIDE
+from .validation import read_image_checked
 from .window_labels import label_windows, window_grid_boxes
 
 
@@ -55,10 +56,7 @@ class InstanceFCNDatasetMapper:
 
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)
-        try:
-            image = utils.read_image(record["file_name"], format=self.image_format)
-        except Exception as e:
-            raise OSError(f"cannot read image {record['file_name']}: {e}") from e
+        image = read_image_checked(record["file_name"], self.image_format)
         utils.check_image_size(record, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

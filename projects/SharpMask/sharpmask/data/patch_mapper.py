@@ -8,6 +8,7 @@ from detectron2.utils import comm
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .patch_sampler import render_patch
+from .validation import read_image_checked
 
 
 class DeepMaskPatchMapper:
@@ -23,10 +24,7 @@ class DeepMaskPatchMapper:
 
     def __call__(self, spec):
         record = self.dataset_dicts[spec.image_index]
-        try:
-            image = utils.read_image(record["file_name"], format=self.image_format)
-        except Exception as e:
-            raise OSError(f"cannot read image {record['file_name']}: {e}") from e
+        image = read_image_checked(record["file_name"], self.image_format)
         utils.check_image_size(record, image)
         annotation = (record["annotations"][spec.annotation_index]
                       if spec.annotation_index >= 0 else None)

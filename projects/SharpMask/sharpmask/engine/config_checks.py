@@ -2,7 +2,12 @@
 import os
 
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ..config import add_sharpmask_config
+from ..data.datasets import generated_dataset_names
+from ..data.validation import validate_catalog
 
 
 def merge_config(cfg, config_file, opts):
@@ -28,32 +33,103 @@ def _looks_remote(path):
     return "://" in path
 
 
-def check_config(cfg):
-    """Datasets registered, proposal files given and present, weights present, device
-    available."""
+class ConfigError(ValueError):
+    """Everything a run would trip over later, found at start: one line per problem."""
+
+    def __init__(self, problems):
+        super().__init__("the config cannot run:\n- " + "\n- ".join(problems))
+        self.problems = problems
+
+
+def _dataset_problems(cfg):
     registered = set(DatasetCatalog.list())
+    problems = []
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
             if name not in registered:
-                raise KeyError(
-                    f"DATASETS.{key} names {name!r}, which is not a registered dataset. "
-                    f"Registered: {', '.join(sorted(registered))}"
-                )
+                problems.append(f"DATASETS.{key} names {name!r}, which is not a registered "
+                                f"dataset. Registered: {', '.join(sorted(registered))}")
+                continue
+            if name in generated_dataset_names():  # generated on first use: no files yet
+                continue
+            meta = MetadataCatalog.get(name)
+            for field, what in (("json_file", "annotation file"), ("image_root", "image folder")):
+                path = meta.get(field, None)
+                if path and not os.path.exists(path):
+                    problems.append(
+                        f"DATASETS.{key} names {name!r}, whose {what} {path} does not exist. "
+                        "COCO files are looked for under $DETECTRON2_DATASETS (now "
+                        f"{os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')}) in "
+                        "detectron2's layout (coco/annotations/, coco/train2014/, ...)")
+    return problems
+
+
+def _file_problems(cfg):
+    problems = []
     if cfg.MODEL.LOAD_PROPOSALS:
         for key in ("TRAIN", "TEST"):
             names, files = cfg.DATASETS[key], cfg.DATASETS[f"PROPOSAL_FILES_{key}"]
             if names and len(files) != len(names):
-                raise ValueError(
+                problems.append(
                     f"MODEL.LOAD_PROPOSALS is on: DATASETS.PROPOSAL_FILES_{key} needs one "
                     f"proposal file per dataset of DATASETS.{key} {tuple(names)}, got "
                     f"{tuple(files)}. Write them with tools/dump_proposals.py")
+                continue
             missing = [f for f in files[:len(names)] if not os.path.isfile(f)]
             if missing:
-                raise FileNotFoundError(f"DATASETS.PROPOSAL_FILES_{key}: no such file "
-                                        f"{missing}; write it with tools/dump_proposals.py")
+                problems.append(f"DATASETS.PROPOSAL_FILES_{key}: no such file {missing}; write "
+                                "it with tools/dump_proposals.py")
     weights = cfg.MODEL.WEIGHTS
     if weights and not _looks_remote(weights) and not os.path.isfile(weights):
-        raise FileNotFoundError(f"MODEL.WEIGHTS = {weights!r}: no such file")
+        problems.append(f"MODEL.WEIGHTS = {weights!r}: no such file")
+    deepmask = cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS
+    if cfg.MODEL.META_ARCHITECTURE == "SharpMask" and not weights and deepmask \
+            and not os.path.isfile(deepmask):
+        problems.append(
+            f"MODEL.SHARPMASK.DEEPMASK_WEIGHTS = {deepmask!r}: no such file. SharpMask starts "
+            "from a trained DeepMask: train one first (its config's OUTPUT_DIR holds "
+            "model_final.pth and model_best.pth) and point this key at it, or set MODEL.WEIGHTS "
+            "to a SharpMask checkpoint")
+    return problems
+
+
+# Lists a model cannot run with when empty, by meta-architecture.
+NON_EMPTY = {
+    "DeepMask": ["MODEL.DEEPMASK.TEST_SCALES"],
+    "SharpMask": ["MODEL.DEEPMASK.TEST_SCALES"],
+    "InstanceFCN": ["MODEL.INSTANCEFCN.TEST_SHORT_SIDES", "INPUT.MIN_SIZE_TRAIN"],
+}
+
+
+def _value_problems(cfg):
+    problems = []
+    for key in NON_EMPTY.get(cfg.MODEL.META_ARCHITECTURE, []):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        if len(node) == 0:
+            problems.append(f"{key} is empty: {cfg.MODEL.META_ARCHITECTURE} needs at least one "
+                            f"value (the default is {_default(key)})")
+        elif any(v <= 0 for v in node):
+            problems.append(f"{key} = {list(node)}: every value must be positive")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but no CUDA device is "
-                           "available; add `MODEL.DEVICE cpu` to the command line")
+        problems.append(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but no CUDA device is available; "
+                        "add `MODEL.DEVICE cpu` to the command line")
+    return problems
+
+
+def _default(key):
+    node = add_sharpmask_config(get_cfg())
+    for part in key.split("."):
+        node = node[part]
+    return list(node)
+
+
+def check_config(cfg):
+    """Everything the run needs, checked before anything is written: datasets registered and
+    their files present, proposal files, weights and DeepMask weights present, lists that must
+    not be empty, the device. Raises one ConfigError naming every problem."""
+    validate_catalog()  # datasets users registered after importing sharpmask, too
+    problems = _dataset_problems(cfg) + _file_problems(cfg) + _value_problems(cfg)
+    if problems:
+        raise ConfigError(problems)

@@ -3,12 +3,13 @@ import logging
 import os
 
 import torch.distributed as dist
-from detectron2.data import build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
 from ..data.build import build_patch_train_loader
 from ..data.instancefcn_mapper import InstanceFCNDatasetMapper
+from ..data.validation import CheckedDatasetMapper
 from ..evaluation.patch_evaluation import PatchEvaluator
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
@@ -64,7 +65,12 @@ class Trainer(DefaultTrainer):
             return build_patch_train_loader(cfg)
         if cfg.MODEL.META_ARCHITECTURE == "InstanceFCN":
             return build_detection_train_loader(cfg, mapper=InstanceFCNDatasetMapper(cfg))
-        return super().build_train_loader(cfg)
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name,
+                                           mapper=CheckedDatasetMapper(cfg, False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from pycocotools.coco import COCO
 
+from ..data.validation import drop_invalid_coco_annotations
 from ..structures import encode_masks_as_rles
 from ..utils.atomic_io import atomic_write_json, atomic_write_pickle
 from .plots import plot_ar_vs_proposals, plot_recall_vs_iou
@@ -80,7 +81,9 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                                  "convert it to one")
             json_file = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
             convert_to_coco_json(dataset_name, json_file)
-        return COCO(PathManager.get_local_path(json_file))
+        # The rule training applies to the dataset dicts, so both count the same objects.
+        return drop_invalid_coco_annotations(COCO(PathManager.get_local_path(json_file)),
+                                             dataset_name)
 
     def reset(self):
         self._results = []

