@@ -2,6 +2,7 @@
 the proposal-file checks, masks for ground-truth boxes, and AP at high IoU thresholds against
 pycocotools' own 10-threshold evaluation."""
 import json
+import pickle
 
 import cv2
 import numpy as np
@@ -89,6 +90,49 @@ def test_proposal_files_are_checked(repo_root, tmp_path):
     cfg = load_cfg(repo_root, FAST, "DATASETS.PROPOSAL_FILES_TRAIN", f"('{tmp_path}/a.pkl',)",
                    "DATASETS.PROPOSAL_FILES_TEST", f"('{tmp_path}/b.pkl',)")
     with pytest.raises(ConfigError, match=r"PROPOSAL_FILES_TRAIN: no such file .*a\.pkl"):
+        check_config(cfg)
+
+
+def _proposal_file(path, records, mode=BoxMode.XYXY_ABS, skip=0, nan_boxes=False,
+                   nan_scores=False):
+    """Random XYXY proposals inside each image, in a file that says they are in `mode`."""
+    rng = np.random.default_rng(0)
+    boxes, scores = [], []
+    for r in records[skip:]:
+        x0, y0 = rng.uniform(0, r["width"] / 2, 20), rng.uniform(0, r["height"] / 2, 20)
+        xyxy = np.stack([x0, y0, x0 + rng.uniform(5, r["width"] / 2, 20),
+                         y0 + rng.uniform(5, r["height"] / 2, 20)], 1)
+        boxes.append(xyxy)  # XYXY boxes, labelled `mode`
+        scores.append(rng.normal(size=20))
+    if nan_boxes:
+        boxes[1][3, 2] = np.nan
+    if nan_scores:
+        scores[2][0] = np.nan
+    with open(path, "wb") as f:
+        pickle.dump({"ids": [r["image_id"] for r in records[skip:]], "boxes": boxes,
+                     "objectness_logits": scores, "bbox_mode": mode}, f)
+    return str(path)
+
+
+@pytest.mark.parametrize("fault,message", [
+    ({}, None),
+    ({"skip": 3}, r"has no proposals for 3 image\(s\) of shapes_val_mini"),
+    ({"nan_boxes": True}, r"non-finite boxes or scores for 1 image"),
+    ({"nan_scores": True}, r"non-finite boxes or scores for 1 image"),
+    ({"mode": BoxMode.XYWH_ABS}, r"bbox_mode is XYWH_ABS but .* look like XYXY boxes")])
+def test_proposal_file_contents_are_checked_at_start(repo_root, tmp_path, fault, message):
+    """A test proposal file missing images, with NaN boxes or scores, or with XYXY boxes
+    labelled XYWH is refused before training starts (not after it, at evaluation)."""
+    records = DatasetCatalog.get("shapes_val_mini")
+    good = _proposal_file(tmp_path / "good.pkl", records)
+    bad = _proposal_file(tmp_path / "bad.pkl", records, **fault)
+    cfg = load_cfg(repo_root, FAST, "DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST",
+                   "('shapes_val_mini',)", "DATASETS.PROPOSAL_FILES_TRAIN", f"('{good}',)",
+                   "DATASETS.PROPOSAL_FILES_TEST", f"('{bad}',)")
+    if message is None:
+        check_config(cfg)
+        return
+    with pytest.raises(ConfigError, match=r"PROPOSAL_FILES_TEST: .*bad\.pkl.*" + message):
         check_config(cfg)
 
 

@@ -9,13 +9,19 @@ the demo and the proposal dump.
   objects.
 - `read_image_checked`: reads an image in the model's format, naming the file when it is
   unreadable, truncated, or of a bit depth detectron2 would silently clip (16-bit, float).
+- `proposal_file_problems`: a precomputed-proposal file checked against its dataset (ids,
+  finite values, box mode) before a run starts.
 """
 import functools
 import logging
 import math
+import pickle
 
+import numpy as np
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import detection_utils as utils
+from detectron2.structures import BoxMode
+from detectron2.utils.file_io import PathManager
 from PIL import Image
 
 logger = logging.getLogger(__name__)
@@ -147,3 +153,51 @@ class CheckedDatasetMapper(DatasetMapper):
             return super().__call__(dataset_dict)
         except OSError as e:
             raise OSError(f"cannot read image {dataset_dict['file_name']}: {e}") from e
+
+
+def proposal_file_problems(path, dataset_name, dicts, examples=3):
+    """Why detectron2's precomputed-proposal file at `path` cannot serve `dicts` (one dataset's
+    records): image ids it lacks, non-finite boxes or scores, boxes that contradict the file's
+    bbox_mode. [] when it can."""
+    with PathManager.open(path, "rb") as f:
+        proposals = pickle.load(f, encoding="latin1")
+    for old, new in (("indexes", "ids"), ("scores", "objectness_logits")):  # Detectron1 names
+        if old in proposals:
+            proposals[new] = proposals.pop(old)
+    index = {str(i): k for k, i in enumerate(proposals["ids"])}
+    missing = [d["image_id"] for d in dicts if str(d["image_id"]) not in index]
+    problems = []
+    if missing:
+        problems.append(f"{path} has no proposals for {len(missing)} image(s) of {dataset_name} "
+                        f"(ids {missing[:examples]}...); dump them for this dataset with "
+                        "tools/dump_proposals.py")
+    mode = BoxMode(proposals.get("bbox_mode", BoxMode.XYXY_ABS))
+    not_finite, contradicting, out_of_image, total = [], [], 0, 0
+    for record in dicts:
+        k = index.get(str(record["image_id"]))
+        if k is None:
+            continue
+        boxes = np.asarray(proposals["boxes"][k], dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(proposals["objectness_logits"][k], dtype=np.float64)
+        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+            not_finite.append(record["image_id"])
+            continue
+        if mode == BoxMode.XYXY_ABS and ((boxes[:, 2] < boxes[:, 0]) |
+                                         (boxes[:, 3] < boxes[:, 1])).any():
+            contradicting.append(record["image_id"])
+        if mode == BoxMode.XYWH_ABS:  # XYXY boxes read as XYWH reach far past the image
+            far = (boxes[:, 0] + boxes[:, 2] > record["width"] * 1.05 + 1) | \
+                  (boxes[:, 1] + boxes[:, 3] > record["height"] * 1.05 + 1)
+            out_of_image, total = out_of_image + int(far.sum()), total + len(boxes)
+    if not_finite:
+        problems.append(f"{path}: non-finite boxes or scores for {len(not_finite)} image(s) "
+                        f"(ids {not_finite[:examples]}...); NaN scores would sort first and be "
+                        "kept")
+    if contradicting:
+        problems.append(f"{path}: bbox_mode is XYXY_ABS but some boxes have x1 < x0 or y1 < y0 "
+                        f"(ids {contradicting[:examples]}...); are they XYWH? set bbox_mode")
+    if total and out_of_image > 0.05 * total:
+        problems.append(f"{path}: bbox_mode is XYWH_ABS but {out_of_image} of {total} boxes end "
+                        "beyond their image (x + w > width): they look like XYXY boxes; set "
+                        "bbox_mode to BoxMode.XYXY_ABS")
+    return problems

@@ -7,7 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import add_sharpmask_config
 from ..data.datasets import generated_dataset_names
-from ..data.validation import validate_catalog
+from ..data.validation import proposal_file_problems, validate_catalog
 
 
 def merge_config(cfg, config_file, opts):
@@ -79,6 +79,11 @@ def _file_problems(cfg):
             if missing:
                 problems.append(f"DATASETS.PROPOSAL_FILES_{key}: no such file {missing}; write "
                                 "it with tools/dump_proposals.py")
+                continue
+            for name, path in zip(names, files):
+                if name in DatasetCatalog.list():
+                    problems += [f"DATASETS.PROPOSAL_FILES_{key}: {p}" for p in
+                                 proposal_file_problems(path, name, DatasetCatalog.get(name))]
     weights = cfg.MODEL.WEIGHTS
     if weights and not _looks_remote(weights) and not os.path.isfile(weights):
         problems.append(f"MODEL.WEIGHTS = {weights!r}: no such file")
