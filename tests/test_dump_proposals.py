@@ -69,3 +69,13 @@ def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
          "shapes_val_mini", "--output", str(output), "--images-per-shard", "5",
          "MODEL.WEIGHTS", str(weights)], cwd=repo_root, capture_output=True, text=True)
     assert proc.returncode != 0 and "other settings" in proc.stderr
+    # So do other weights written at the same path.
+    torch.manual_seed(1)
+    other, _ = build(repo_root, DM)
+    DetectionCheckpointer(other, str(tmp_path)).save("deepmask")
+    proc = subprocess.run(
+        [sys.executable, "tools/dump_proposals.py", "--config-file", DM, "--dataset",
+         "shapes_val_mini", "--output", str(output), "--images-per-shard", "6", "--masks",
+         "MODEL.WEIGHTS", str(weights), "MODEL.DEEPMASK.TEST_TOPK", "30"],
+        cwd=repo_root, capture_output=True, text=True)
+    assert proc.returncode != 0 and "weights_sha256" in proc.stderr

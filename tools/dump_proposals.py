@@ -13,6 +13,7 @@ processes (detectron2's `launch`) take shards in turn; a rerun skips finished sh
 interrupted run resumes. The merged files are written atomically by the first process.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -61,12 +62,36 @@ def run_shard(model, mapper, records, with_masks):
     return shard
 
 
-def main(args):
+def load_config(args):
     cfg = get_cfg()
     add_sharpmask_config(cfg)
     merge_config(cfg, args.config_file, args.opts)
     cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS = ""  # MODEL.WEIGHTS holds the whole network
     cfg.freeze()
+    return cfg
+
+
+def sha256(data=None, path=None):
+    digest = hashlib.sha256(data or b"")
+    if path:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_manifest(args, cfg):
+    """What finished shards depend on: the whole config, the weights' content (a checkpoint
+    rewritten at the same path must not mix with shards of the old one), the shard layout."""
+    weights = cfg.MODEL.WEIGHTS
+    return {"config_sha256": sha256(cfg.dump().encode()),
+            "weights_sha256": sha256(path=weights) if os.path.isfile(weights) else weights,
+            "dataset": args.dataset, "images_per_shard": args.images_per_shard,
+            "masks": args.masks}
+
+
+def main(args):
+    cfg = load_config(args)
     check_config(cfg)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     records = DatasetCatalog.get(dataset)
@@ -133,16 +158,17 @@ if __name__ == "__main__":
     args = parse_args()
     args.output = os.path.abspath(args.output)
     os.makedirs(args.output + ".shards", exist_ok=True)
-    # Finished shards are only reused by a run with the same settings.
-    manifest = {"config_file": os.path.abspath(args.config_file), "dataset": args.dataset,
-                "images_per_shard": args.images_per_shard, "masks": args.masks,
-                "opts": args.opts}
+    # Finished shards are only reused by a run with the same settings and weights.
+    manifest = settings_manifest(args, load_config(args))
     manifest_path = os.path.join(args.output + ".shards", "manifest.json")
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
-            if json.load(f) != manifest:
-                sys.exit(f"error: {args.output}.shards holds shards of a run with other "
-                         "settings; delete it or rerun with the same arguments")
+            previous = json.load(f)
+        changed = [key for key in manifest if previous.get(key) != manifest[key]]
+        if changed:
+            sys.exit(f"error: {args.output}.shards holds shards of a run with other settings "
+                     f"({', '.join(changed)} differ: the weights file's content, the config, "
+                     "...); delete that folder or rerun with the same arguments and weights")
     else:
         atomic_write_json(manifest, manifest_path)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
