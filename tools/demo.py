@@ -14,12 +14,13 @@ import os
 import sys
 
 import cv2
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
-from detectron2.utils.visualizer import Visualizer
+from detectron2.utils.colormap import random_color
 
 from sharpmask import add_sharpmask_config
 from sharpmask.data.validation import read_image_checked
@@ -41,7 +42,25 @@ def image_paths(inputs):
             raise FileNotFoundError(f"--input {item}: no such file or folder")
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {inputs}")
-    return paths
+    return list(dict.fromkeys(os.path.abspath(p) for p in paths))  # each file once
+
+
+def output_names(paths):
+    """A distinct output name per input: its stem, or, where stems collide (one.png and one.jpg,
+    or one name in two folders), its path from the colliding files' common folder with the
+    extension kept ("a__one_png")."""
+    by_stem = {}
+    for path in paths:
+        by_stem.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
+    names = {}
+    for stem, group in by_stem.items():
+        if len(group) == 1:
+            names[group[0]] = stem
+            continue
+        common = os.path.commonpath([os.path.dirname(p) for p in group])
+        for path in group:
+            names[path] = os.path.relpath(path, common).replace(os.sep, "__").replace(".", "_")
+    return [names[p] for p in paths]
 
 
 def load_model(args):
@@ -58,13 +77,34 @@ def load_model(args):
     return cfg, model
 
 
-def draw(image_rgb, proposals):
-    masks = torch.cat(list(proposals.proposal_masks.iter_pasted())).numpy() \
-        if len(proposals) else None
+def draw(image_rgb, proposals, chunk_size=20, alpha=0.35):
+    """The proposals' masks (blended, outlined) and scores over the image, best drawn last.
+    Masks are pasted `chunk_size` at a time and blended into one image, so memory does not
+    grow with their number (1000 full-size masks of a 6000x4000 photo are 24 GB at once, and
+    matplotlib keeps an RGBA layer per mask with holes)."""
+    out = image_rgb.astype(np.float32)
     scores = torch.sigmoid(proposals.objectness_logits).tolist()
-    visualizer = Visualizer(image_rgb)
-    return visualizer.overlay_instances(masks=masks, labels=[f"{s:.2f}" for s in scores],
-                                        alpha=0.35).get_image()
+    outlines, index = [], 0
+    for chunk in proposals.proposal_masks.iter_pasted(chunk_size):
+        for mask in chunk.numpy():
+            color = random_color(rgb=True, maximum=255)
+            out[mask] = out[mask] * (1 - alpha) + color * alpha
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            outlines.append((contours, color, scores[index]))
+            index += 1
+    out = np.ascontiguousarray(out.round().clip(0, 255).astype(np.uint8))
+    scale = max(1.0, max(out.shape[:2]) / 1000)  # line and text size
+    width = max(1, round(scale))
+    for contours, color, score in reversed(outlines):  # the best on top
+        if not contours:
+            continue
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), width, cv2.LINE_AA)
+        x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
+        for ink, thickness in (((0, 0, 0), 3 * width), ((255, 255, 255), width)):
+            cv2.putText(out, f"{score:.2f}", (x + 2, y + round(14 * scale)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, ink, thickness, cv2.LINE_AA)
+    return out
 
 
 def proposals_json(proposals):
@@ -93,7 +133,7 @@ def main():
         sys.exit(f"error: {e.args[0] if e.args else e}")
     os.makedirs(args.output, exist_ok=True)
     failed = 0
-    for path in paths:
+    for path, name in zip(paths, output_names(paths)):
         try:
             image = read_image_checked(path, cfg.INPUT.FORMAT)
         except OSError as e:
@@ -104,14 +144,13 @@ def main():
             proposals = model.propose(torch.as_tensor(image.transpose(2, 0, 1).copy()),
                                       top_k=args.top_k).to("cpu")
         rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
-        stem = os.path.splitext(os.path.basename(path))[0]
         ok, png = cv2.imencode(".png", draw(rgb, proposals)[:, :, ::-1])
-        with atomic_open(os.path.join(args.output, stem + ".png"), "wb") as f:
+        with atomic_open(os.path.join(args.output, name + ".png"), "wb") as f:
             f.write(png.tobytes())
         if args.json:
             atomic_write_json(proposals_json(proposals),
-                              os.path.join(args.output, stem + ".json"))
-        print(f"{path}: {len(proposals)} proposals -> {os.path.join(args.output, stem)}.png")
+                              os.path.join(args.output, name + ".json"))
+        print(f"{path}: {len(proposals)} proposals -> {os.path.join(args.output, name)}.png")
     sys.exit(1 if failed else 0)
 
 
