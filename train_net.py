@@ -20,7 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from sharpmask import add_sharpmask_config
-from sharpmask.engine import Trainer, check_config, merge_config
+from sharpmask.engine import Trainer, check_config, check_weights_cover_model, merge_config
 
 
 def setup(args):
@@ -38,6 +38,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
+        check_weights_cover_model(model, cfg.MODEL.WEIGHTS, cfg.MODEL.WEIGHTS_ALLOW_PARTIAL)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )

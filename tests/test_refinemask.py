@@ -135,9 +135,10 @@ def test_training_decreases_losses_and_inference_gives_full_resolution_masks(rep
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    # Limits from tools/test_margins.py (README, Tests): worst loss_mask ratio MASK_WORST,
-    # loss_semantic SEM_WORST. loss_mask starts at 2.5 x log 2 and is not monotone (the
-    # band of the finer stages moves with the prediction).
+    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.85 (loss_mask) and 0.23
+    # (loss_semantic) over 5 seeds, 1 and 2 threads and two kernel paths; the run reported
+    # from an AVX-512 machine ended at 0.90 (last step alone). loss_mask starts at 2.5 x log 2
+    # and is not monotone (the band of the finer stages moves with the prediction).
     assert_falls("refinemask", history, "loss_mask", 0.95)
     assert_falls("refinemask", history, "loss_semantic", 0.5)
     model.eval()

@@ -24,7 +24,7 @@ from detectron2.utils.colormap import random_color
 
 from sharpmask import add_sharpmask_config
 from sharpmask.data.validation import read_image_checked
-from sharpmask.engine import check_config, merge_config
+from sharpmask.engine import check_config, check_weights_cover_model, merge_config
 from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -73,6 +73,7 @@ def load_model(args):
     cfg.freeze()
     check_config(cfg)
     model = build_model(cfg).eval()
+    check_weights_cover_model(model, cfg.MODEL.WEIGHTS, cfg.MODEL.WEIGHTS_ALLOW_PARTIAL)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     return cfg, model
 

@@ -87,7 +87,7 @@ def train_detector(output_dir, proposal_models):
         prefix = "trunk.resnet."  # DeepMask's ResNet -> the FPN backbone's bottom-up ResNet
         save_weights({"backbone.bottom_up." + k[len(prefix):]: v for k, v in deepmask.items()
                       if k.startswith(prefix) and not k.endswith("num_batches_tracked")}, trunk)
-    cfg = load_cfg(DETECTOR, ["MODEL.WEIGHTS", trunk,
+    cfg = load_cfg(DETECTOR, ["MODEL.WEIGHTS", trunk, "MODEL.WEIGHTS_ALLOW_PARTIAL", "True",
                               "OUTPUT_DIR", os.path.join(output_dir, "faster_rcnn")])
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     backbone = os.path.join(cfg.OUTPUT_DIR, "backbone_final.pth")
@@ -155,7 +155,7 @@ def run_proposals(output_dir, proposal_models):
     results = {}
     for name, paths in files.items():
         slug = name.split()[0].lower()
-        opts = ["MODEL.WEIGHTS", backbone,
+        opts = ["MODEL.WEIGHTS", backbone, "MODEL.WEIGHTS_ALLOW_PARTIAL", "True",
                 "OUTPUT_DIR", os.path.join(output_dir, f"fast_rcnn_{slug}"),
                 "DATASETS.PROPOSAL_FILES_TRAIN", f"('{paths[TRAIN]}',)",
                 "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[TEST]}',)"]

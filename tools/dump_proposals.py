@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
 from sharpmask.data.validation import CheckedDatasetMapper
-from sharpmask.engine import check_config, merge_config
+from sharpmask.engine import check_config, check_weights_cover_model, merge_config
 from sharpmask.structures import encode_masks_as_rles
 from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
 
@@ -100,6 +100,7 @@ def main(args):
     mine = [i for i in range(len(shards)) if i % comm.get_world_size() == comm.get_rank()
             and not os.path.exists(shard_path(args.output, i))]
     model = build_model(cfg).eval()
+    check_weights_cover_model(model, cfg.MODEL.WEIGHTS, cfg.MODEL.WEIGHTS_ALLOW_PARTIAL)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     mapper = CheckedDatasetMapper(cfg, is_train=False)
     if comm.is_main_process():

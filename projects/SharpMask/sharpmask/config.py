@@ -95,6 +95,9 @@ def add_sharpmask_config(cfg):
     # "proposal_generator", "roi_heads.box_head"): their weights come from MODEL.WEIGHTS. Used to
     # train Fast R-CNN heads on a fixed backbone and to compare mask heads on a fixed detector.
     _C.MODEL.FROZEN_MODULES = []
+    # Load MODEL.WEIGHTS even if it has no weights for a whole top-level module of the model
+    # (which then starts at random); off, such a checkpoint is refused (engine/weights_check.py).
+    _C.MODEL.WEIGHTS_ALLOW_PARTIAL = False
 
     # DeepMask/SharpMask patch sampling (training).
     _C.INPUT.DEEPMASK = CN()

@@ -17,6 +17,7 @@ from .freeze import freeze_modules
 from .idle_head import IdleHeadHook
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
+from .weights_check import check_weights_cover_model
 
 
 PATCH_TRAINED_META_ARCHITECTURES = {"DeepMask", "SharpMask"}
@@ -54,6 +55,12 @@ class Trainer(DefaultTrainer):
         at = len(hook_list) - 1 if isinstance(hook_list[-1], hooks.PeriodicWriter) \
             else len(hook_list)
         return hook_list[:at] + extra + hook_list[at:]
+
+    def resume_or_load(self, resume=True):
+        if not (resume and self.checkpointer.has_checkpoint()):
+            check_weights_cover_model(self.model, self.cfg.MODEL.WEIGHTS,
+                                      self.cfg.MODEL.WEIGHTS_ALLOW_PARTIAL)
+        super().resume_or_load(resume=resume)
 
     @classmethod
     def build_model(cls, cfg):
