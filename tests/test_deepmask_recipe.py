@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
 

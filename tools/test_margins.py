@@ -40,16 +40,17 @@ def run(seed, threads, kernels, log):
 def table(rows):
     groups = collections.defaultdict(list)
     for row in rows:
-        groups[(row["test"], row["key"], row["limit"])].append(row)
-    lines = ["| test | loss | limit (last/first) | worst | median | runs | worst run |",
-             "|---|---|---|---|---|---|---|"]
-    for (test, key, limit), runs in sorted(groups.items()):
+        groups[(row["test"], row["key"])].append(row)
+    lines = ["| test | loss | limit (last/first) | worst | median | margin | runs | worst run |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for (test, key), runs in sorted(groups.items()):
         ratios = sorted(r["ratio"] for r in runs)
         worst = max(runs, key=lambda r: r["ratio"])
+        limit = runs[-1]["limit"]  # the test's current limit
         lines.append(
             f"| {test} | {key} | {limit:.2f} | {ratios[-1]:.3f} | {ratios[len(ratios) // 2]:.3f} "
-            f"| {len(runs)} | seed {worst['seed']}, {worst['threads']} thread(s), "
-            f"{worst['kernels']} |")
+            f"| {limit - ratios[-1]:.3f} | {len(runs)} | seed {worst['seed']}, "
+            f"{worst['threads']} thread(s), {worst['kernels']} |")
     return "\n".join(lines)
 
 
