@@ -19,16 +19,10 @@ from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
 from sharpmask import add_sharpmask_config
-from sharpmask.engine import Trainer
+from sharpmask.engine.trainer import TrainOnlyTrainer
 from sharpmask.utils.atomic_io import atomic_open
 
 METRICS = ["patch/mean_iou", "patch/recall@0.5", "patch/recall@0.7", "patch/score_accuracy"]
-
-
-class PatchOnlyTrainer(Trainer):
-    @classmethod
-    def test(cls, cfg, model, evaluators=None):
-        return {}  # no full-image evaluation: the patch evaluation hook still runs
 
 
 def train(config, opts, output_dir):
@@ -40,7 +34,7 @@ def train(config, opts, output_dir):
     final = os.path.join(output_dir, "model_final.pth")
     if not os.path.exists(final):  # finished runs are reused
         os.makedirs(output_dir, exist_ok=True)
-        trainer = PatchOnlyTrainer(cfg)
+        trainer = TrainOnlyTrainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()
     with open(os.path.join(output_dir, "metrics.json")) as f:

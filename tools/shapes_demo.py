@@ -27,6 +27,8 @@ from detectron2.utils.visualizer import Visualizer  # noqa: E402
 from sharpmask import add_sharpmask_config  # noqa: E402
 from sharpmask.engine.progress import (evaluate_with_progress, prepare_output,  # noqa: E402
                                        train_with_progress)
+from sharpmask.engine.trainer import PATCH_TRAINED_META_ARCHITECTURES  # noqa: E402
+from sharpmask.evaluation.patch_evaluation import PatchEvaluator  # noqa: E402
 from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
 
 CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
@@ -58,22 +60,21 @@ def table(results):
 PATCH_METRICS = ["mean_iou", "recall@0.5", "recall@0.7", "score_accuracy"]
 
 
-def patch_table(cfgs):
-    """The last patch evaluation logged by each patch-trained model's training (metrics.json):
-    mask IoU and recall on held-out shapes_val patches, score accuracy."""
+def patch_table(models, cfgs):
+    """The patch evaluation (TEST.PATCH_EVAL's fixed held-out shapes_val patches) of each final
+    DeepMask/SharpMask: mask IoU and recall, score accuracy."""
     rows = []
     for name, cfg in cfgs.items():
-        path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
-        if cfg.TEST.PATCH_EVAL.PERIOD <= 0 or not os.path.exists(path):
+        if cfg.MODEL.META_ARCHITECTURE not in PATCH_TRAINED_META_ARCHITECTURES:
             continue
-        with open(path) as f:
-            logged = [json.loads(line) for line in f if '"patch/mean_iou"' in line]
-        if logged:
-            rows.append(f"| {name} | " + " | ".join(
-                f"{logged[-1]['patch/' + m]:.1f}" for m in PATCH_METRICS) + " |")
+        evaluator = PatchEvaluator(cfg, cfg.DATASETS.TEST, cfg.TEST.PATCH_EVAL.NUM_PATCHES,
+                                   cfg.TEST.PATCH_EVAL.SEED)
+        metrics = evaluator.evaluate(models[name])
+        rows.append(f"| {name} | " + " | ".join(f"{metrics[m]:.1f}" for m in PATCH_METRICS)
+                    + " |")
     head = ("| method | patch mask IoU (mean) | recall@0.5 | recall@0.7 | score accuracy |\n"
             "|---|---:|---:|---:|---:|")
-    return "\n".join([head, *rows]) if rows else ""
+    return "\n".join([head, *rows])
 
 
 def draw_proposals(models, cfg, path, top_k=10):
@@ -146,11 +147,9 @@ def main():
         results[name] = evaluate_with_progress(cfg, models[name], name)
 
     text = table(results)
-    patches = patch_table(cfgs)
-    if patches:
-        text += ("\n\nPatch evaluation at the end of training (%, "
-                 f"{deepmask_cfg.TEST.PATCH_EVAL.NUM_PATCHES} held-out shapes_val patches "
-                 f"of each kind):\n\n{patches}")
+    text += ("\n\nPatch evaluation of the final models (%, "
+             f"{deepmask_cfg.TEST.PATCH_EVAL.NUM_PATCHES} held-out shapes_val patches of each "
+             f"kind):\n\n{patch_table(models, cfgs)}")
     minutes = (time.time() - start) / 60
     command = "make demo-all" if args.all else "make demo"
     with atomic_open(os.path.join(output_dir, "results.md"), "w") as f:

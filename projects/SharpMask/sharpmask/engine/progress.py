@@ -15,7 +15,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-from .trainer import Trainer
+from .trainer import TrainOnlyTrainer, Trainer
 
 
 class ProgressBar(HookBase):
@@ -68,12 +68,10 @@ def prepare_output(folder):
 
 def train_with_progress(cfg, description):
     """Train `cfg` (resuming from its OUTPUT_DIR, so an interrupted run continues) and return
-    the model. DATASETS.TEST is left for `evaluate_with_progress`."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.DATASETS.TEST = ()
+    the model. The full-image evaluation is left for `evaluate_with_progress`; the patch
+    evaluation (TEST.PATCH_EVAL) runs during training."""
     seed_all_rng(cfg.SEED if cfg.SEED >= 0 else None)  # as default_setup does in train_net.py
-    trainer = Trainer(cfg)
+    trainer = TrainOnlyTrainer(cfg)
     trainer.register_hooks([ProgressBar(f"train {description}")])
     trainer.resume_or_load(resume=True)
     if trainer.start_iter < trainer.max_iter:

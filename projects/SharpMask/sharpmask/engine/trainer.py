@@ -92,3 +92,13 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
+
+
+class TrainOnlyTrainer(Trainer):
+    """Trainer without the full-image evaluation at the end of training (its caller evaluates,
+    or does not need it); the DeepMask/SharpMask patch evaluation and best checkpoint still run
+    on DATASETS.TEST."""
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        return {}
