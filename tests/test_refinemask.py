@@ -9,7 +9,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
-from sharpmask.modeling.refinemask import bar_loss, boundary_band
+from sharpmask.modeling.refinemask_boundary import bar_loss, block_boundary, merge_stages
 from test_detection_configs import ON_SHAPES
 from test_train_net import _iterations, _train_net
 from training_checks import assert_falls, training_seed
@@ -20,15 +20,38 @@ SMALL = ["INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "384",
          "INPUT.RANDOM_FLIP", "none"]  # the same batch whatever ran before (flips use numpy)
 
 
-def _band_by_search(mask, width):
-    """Pixels with a pixel of the other value within Chebyshev distance `width`."""
+def _boundary_by_hand(mask, width):
+    """The official generate_block_target boundary, pixel by pixel: more than 10% of the
+    (2 width + 1)^2 window, zero-padded outside the mask, has the other value."""
     n, h, w = mask.shape
     out = torch.zeros_like(mask)
+    area = (2 * width + 1) ** 2
     for i in range(n):
         for y in range(h):
             for x in range(w):
-                window = mask[i, max(0, y - width):y + width + 1, max(0, x - width):x + width + 1]
-                out[i, y, x] = bool((window != mask[i, y, x]).any())
+                other = 0
+                for yy in range(y - width, y + width + 1):
+                    for xx in range(x - width, x + width + 1):
+                        inside = 0 <= yy < h and 0 <= xx < w
+                        value = bool(mask[i, yy, xx]) if inside else False
+                        other += value != bool(mask[i, y, x])
+                out[i, y, x] = other > 0.1 * area
+    return out
+
+
+def _upsample_by_hand(values, size):
+    """Bilinear resize with align_corners of (N, h, h) float values to (N, size, size)."""
+    n, h, _ = values.shape
+    out = torch.zeros(n, size, size)
+    for y in range(size):
+        for x in range(size):
+            sy, sx = y * (h - 1) / (size - 1), x * (h - 1) / (size - 1)
+            y0, x0 = int(sy), int(sx)
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, h - 1)
+            wy, wx = sy - y0, sx - x0
+            out[:, y, x] = ((1 - wy) * (1 - wx) * values[:, y0, x0] + (1 - wy) * wx *
+                            values[:, y0, x1] + wy * (1 - wx) * values[:, y1, x0] +
+                            wy * wx * values[:, y1, x1])
     return out
 
 
@@ -37,18 +60,40 @@ def _bce(logit, target):
     return -(target * math.log(p) + (1 - target) * math.log(1 - p))
 
 
-def test_boundary_band_matches_a_neighbourhood_search():
+def test_boundary_matches_the_official_rule_by_hand():
     torch.manual_seed(0)
     masks = torch.rand(3, 13, 11) > 0.6
     masks[0] = False
+    masks[1] = False
     masks[1, 2:9, 3:8] = True
     for width in (1, 2):
-        assert torch.equal(boundary_band(masks, width), _band_by_search(masks, width))
+        assert torch.equal(block_boundary(masks, width), _boundary_by_hand(masks, width))
+
+
+def test_boundary_at_the_roi_edge_and_the_ten_percent_rule():
+    # An object filling the left half of its RoI: its pixels along the RoI's top, bottom and
+    # left edges are boundary (the window reaches outside the RoI, counted as background);
+    # background along the right edge is not.
+    mask = torch.zeros(1, 12, 12, dtype=torch.bool)
+    mask[0, :, :6] = True
+    band = block_boundary(mask, 1)
+    assert band[0, 0, 2] and band[0, 6, 0] and band[0, 11, 3]  # top, left, bottom edges
+    assert not band[0, 6, 2] and not band[0, 6, 11]
+    assert band[0, 6, 5] and band[0, 6, 6]  # the object's own edge, both sides
+    # Width 2 (25-px window): a foreground pixel with 2 background pixels in its window (8%)
+    # is not boundary, with 3 (12%) it is.
+    mask = torch.ones(1, 9, 9, dtype=torch.bool)
+    mask[0, 0, 3:5] = False  # 2 background pixels in the window of (2, 4)
+    assert not block_boundary(mask, 2)[0, 2, 4]
+    mask[0, 0, 5] = False
+    assert block_boundary(mask, 2)[0, 2, 4]
 
 
 def test_bar_loss_against_a_direct_computation():
-    """A hand-made 2-stage-per-kind pair: stages of 4, 8, 16, 32 px; a square target and
-    predictions shifted from it; pixel-by-pixel BCE, bands found by neighbourhood search."""
+    """Stages of 4, 8, 16, 32 px; a square target and predictions shifted from it;
+    pixel-by-pixel BCE; each band found by hand at the previous resolution (width 2, from
+    the previous binary prediction or target), upsampled by hand; stage 3's previous
+    prediction is stage 2 merged by hand into stage 1 on stage 1's width-1 boundary."""
     torch.manual_seed(1)
     sizes = [4, 8, 16, 32]
     targets, logits = [], []
@@ -58,14 +103,17 @@ def test_bar_loss_against_a_direct_computation():
         targets.append(t)
         logits.append(torch.randn(1, s, s) * 2 + (t.roll(1, dims=2) - 0.5) * 4)
     weights = [0.25, 0.5, 0.75, 1.0]
-    total, per_stage = bar_loss(logits, targets, weights, full_stages=2, width=2)
+    total, per_stage = bar_loss(logits, targets, weights, full_stages=2, width=2,
+                                merge_width=1)
+    merge_band = _upsample_by_hand(_boundary_by_hand(logits[1] >= 0, 1).float(), 16) >= 0.5
+    merged_2 = torch.where(merge_band, logits[2], _upsample_by_hand(logits[1], 16))
+    previous = {2: logits[1] >= 0, 3: merged_2 >= 0}
     expected = []
     for k, s in enumerate(sizes):
         pixels = [(y, x) for y in range(s) for x in range(s)]
         if k >= 2:
-            previous = torch.nn.functional.interpolate(
-                logits[k - 1][:, None], size=(s, s), mode="bilinear", align_corners=False)[:, 0]
-            band = _band_by_search(targets[k] > 0.5, 2) | _band_by_search(previous > 0, 2)
+            coarse = _boundary_by_hand(previous[k], 2) | _boundary_by_hand(targets[k - 1] > 0.5, 2)
+            band = _upsample_by_hand(coarse.float(), s) >= 0.5
             pixels = [(y, x) for y, x in pixels if band[0, y, x]]
             assert 0 < len(pixels) < s * s
         losses = [_bce(logits[k][0, y, x].item(), targets[k][0, y, x].item()) for y, x in pixels]
@@ -75,40 +123,91 @@ def test_bar_loss_against_a_direct_computation():
     assert total.item() == pytest.approx(sum(w * e for w, e in zip(weights, expected)), rel=1e-5)
 
 
+def test_merge_changes_only_the_previous_boundary():
+    """A coarse 8 px mask touching its RoI's left edge, merged into a finer 16 px map of +9
+    logits: exactly the pixels of the upsampled width-1 boundary take +9 (the RoI's edge
+    included), the rest are the coarse logits upsampled; later stages merge into the merged
+    stage, not the raw one."""
+    coarse = torch.full((1, 8, 8), -3.0)
+    coarse[0, 2:6, 0:4] = 3.0
+    fine = torch.full((1, 16, 16), 9.0)
+    merged = merge_stages([coarse, coarse, fine], 2, 1)[2]
+    band = _upsample_by_hand(_boundary_by_hand(coarse >= 0, 1).float(), 16) >= 0.5
+    changed = merged == 9.0
+    assert torch.equal(changed, band)
+    assert changed[0, 7, 0] and changed[0, 7, 1]  # the object's pixels on the RoI's left edge
+    assert not changed[0, 7, 4] and not changed[0, 0, 15]  # inside the object; far background
+    torch.testing.assert_close(merged[~band], _upsample_by_hand(coarse, 16)[~band])
+    finest = torch.full((1, 32, 32), -9.0)
+    chained = merge_stages([coarse, coarse, fine, finest], 2, 1)
+    assert torch.equal(chained[2], merged)
+    band_3 = _upsample_by_hand(_boundary_by_hand(merged >= 0, 1).float(), 32) >= 0.5
+    assert torch.equal(chained[3] == -9.0, band_3)
+
+
 def _batch(cfg, count=2):
     records = [d for d in DatasetCatalog.get("shapes_val_mini") if d["annotations"]][:count]
     return [DatasetMapper(cfg, is_train=True)(r) for r in records]
 
 
-def test_stage_shapes_and_boundary_only_refinement(repo_root):
+def _conv(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+def test_head_has_the_official_layers_and_parameter_count(repo_root):
+    """COCO config, 80 classes. By hand from the official refine_mask_head.py: instance convs
+    2 x 3x3 256; semantic convs 4 x 3x3 256 and a 1x1 to 1; per SFM stage (C -> C_out):
+    1x1 256 -> C and C -> C (semantic in / out), 1x1 C -> 80 (logits), 1x1 2C + 2 -> C (fuse),
+    3 x 3x3 C -> C and 1x1 C -> C (multi-branch fusion), 1x1 C -> C_out - 2; final 1x1 32 -> 80.
+    6,407,003 parameters in all (our head before this rewrite: 4,305,217)."""
+    model, _ = build(repo_root, "configs/mask_rcnn_R50_FPN_refinemask_1x.yaml")
+    heads = model.roi_heads
+
+    def stage(c, c_out):
+        return (_conv(256, c, 1) + _conv(c, c, 1) + _conv(c, 80, 1) + _conv(2 * c + 2, c, 1) +
+                3 * _conv(c, c, 3) + _conv(c, c, 1) + _conv(c, c_out - 2, 1))
+    by_hand = (2 * _conv(256, 256, 3) + 4 * _conv(256, 256, 3) + _conv(256, 1, 1) +
+               stage(256, 128) + stage(128, 64) + stage(64, 32) + _conv(32, 80, 1))
+    count = sum(p.numel() for m in (heads.mask_head, heads.semantic_head)
+                for p in m.parameters())
+    assert count == by_hand == 6_407_003
+    # The official recipe's box losses (weight 2 each) and global-norm gradient clipping.
+    assert heads.box_predictor.loss_weight == {"loss_cls": 2.0, "loss_box_reg": 2.0}
+
+
+def test_stage_shapes_and_inference_merge(repo_root):
+    """Each SFM stage's outputs (logits at its size; features at twice it, with C_out
+    channels) and the inference masks = the raw stages merged on their boundaries."""
     torch.manual_seed(0)
     model, cfg = build(repo_root, RM, *SMALL)
     model.eval()
     head = model.roi_heads.mask_head
     image = _batch(cfg, 1)[0]["image"]
+    outputs = []
+    hooks = [stage.register_forward_hook(lambda m, i, o: outputs.append(o))
+             for stage in head.stages]
     with torch.no_grad():
         images = model.preprocess_image([{"image": image}])
         features = model.backbone(images.tensor)
         semantic_features, semantic_logits = model.roi_heads.semantic_head(features["p2"])
-        boxes = [Boxes(torch.tensor([[10.0, 20.0, 90.0, 120.0], [50.0, 40.0, 70.0, 60.0]]))]
+        boxes = Boxes(torch.tensor([[10.0, 20.0, 90.0, 120.0], [50.0, 40.0, 70.0, 60.0]]))
         pooled = model.roi_heads.mask_pooler([features[f] for f in
-                                              model.roi_heads.mask_in_features], boxes)
+                                              model.roi_heads.mask_in_features], [boxes])
         classes = torch.tensor([0, 3])
-        raw = head.stages(pooled, boxes, classes, semantic_features, semantic_logits, False)
-        merged = head.stages(pooled, boxes, classes, semantic_features, semantic_logits, True)
+        raw = head.stage_logits(pooled, [boxes], classes, semantic_features, semantic_logits)
+        for hook in hooks:
+            hook.remove()
+        instances = Instances(image.shape[-2:], pred_boxes=boxes, pred_classes=classes)
+        masks = head(pooled, [instances], semantic_features, semantic_logits)[0].pred_masks
     assert semantic_logits.shape[-2:] == features["p2"].shape[-2:]
+    channels = cfg.MODEL.REFINEMASK.STAGE_CHANNELS  # shapes config: 128, 64, 32, 16
+    assert [(tuple(logits.shape), tuple(feats.shape)) for logits, feats in outputs] == [
+        ((2, 14, 14), (2, channels[1], 28, 28)), ((2, 28, 28), (2, channels[2], 56, 56)),
+        ((2, 56, 56), (2, channels[3], 112, 112))]
     assert [tuple(s.shape) for s in raw] == [(2, 14, 14), (2, 28, 28), (2, 56, 56),
                                              (2, 112, 112)]
-    for k in (0, 1):
-        torch.testing.assert_close(raw[k], merged[k])
-    for k in (2, 3):
-        up = torch.nn.functional.interpolate(merged[k - 1][:, None], scale_factor=2,
-                                             mode="bilinear", align_corners=False)[:, 0]
-        band = boundary_band(up > 0, 2)
-        assert band.any() or (up > 0).all() or (up <= 0).all()
-        torch.testing.assert_close(merged[k][~band], up[~band])
-        if k == 2:  # same inputs as the raw stage (stage 3's differ: its input was merged)
-            torch.testing.assert_close(merged[k][band], raw[k][band])
+    expected = merge_stages(raw, 2, 1)[-1]
+    torch.testing.assert_close(masks[:, 0], torch.sigmoid(expected))
 
 
 @pytest.mark.training
@@ -166,8 +265,10 @@ def test_wrong_mask_head_is_refused(repo_root):
 
 
 def test_semantic_targets_from_polygons_bitmasks_and_empty_images():
-    """The union of an image's masks, as the covered fraction of each 4 x 4 cell of the padded
-    image; polygon and bitmask annotations agree, and an image without objects is all zero."""
+    """The union of an image's masks on the padded image, resized x1/4 bilinearly and kept
+    >= 0.5 (official): by hand, cell (i, j) samples the padded union at (4i + 1.5, 4j + 1.5),
+    the mean of pixels 4i+1..4i+2 x 4j+1..4j+2. Polygons and bitmasks agree; an image
+    without objects is all zero."""
     from detectron2.structures import BitMasks, PolygonMasks
 
     from sharpmask.modeling.refinemask import union_mask_targets
@@ -181,9 +282,30 @@ def test_semantic_targets_from_polygons_bitmasks_and_empty_images():
     empty = Instances((14, 18), gt_boxes=Boxes(torch.zeros(0, 4)))
     targets = union_mask_targets([with_polygons, with_bits, empty], (16, 20), 4)
     assert targets.shape == (3, 1, 4, 5)
-    expected = torch.zeros(4, 5)
-    expected[1, 1:3] = 1.0
-    expected[2, 1:3] = 0.5  # rows 8..9 of cells 8..11
+    padded = torch.zeros(16, 20)
+    padded[:14, :18] = bits[0].float()
+    expected = torch.tensor([[float(padded[4 * i + 1:4 * i + 3, 4 * j + 1:4 * j + 3].mean() >= 0.5)
+                              for j in range(5)] for i in range(4)])
+    assert expected.sum() == 4  # cells (1, 1), (1, 2), (2, 1), (2, 2); row 2 has y 9 only
     torch.testing.assert_close(targets[1, 0], expected)
     torch.testing.assert_close(targets[0, 0], expected)
     assert targets[2].sum() == 0
+
+
+def test_full_model_gradient_clipping_scales_all_gradients_together(repo_root):
+    """The RefineMask COCO config clips the norm of all gradients together at 35 (mmcv's
+    grad_clip), not each parameter's on its own (detectron2's "norm")."""
+    from sharpmask.engine.optimizer import build_optimizer
+    cfg = load_cfg(repo_root, "configs/mask_rcnn_R50_FPN_refinemask_1x.yaml",
+                   "SOLVER.BASE_LR", "1.0", "SOLVER.MOMENTUM", "0.0",
+                   "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WEIGHT_DECAY_NORM", "0.0")
+    model = torch.nn.Linear(3, 2)
+    optimizer = build_optimizer(cfg, model)
+    before = [p.detach().clone() for p in (model.weight, model.bias)]
+    model.weight.grad = torch.full((2, 3), 20.0)  # norm 48.99
+    model.bias.grad = torch.full((2,), 30.0)  # norm 42.43; together 64.81 > 35
+    optimizer.step()
+    steps = [b - p.detach() for b, p in zip(before, (model.weight, model.bias))]
+    scale = 35.0 / math.sqrt(6 * 20.0 ** 2 + 2 * 30.0 ** 2)
+    torch.testing.assert_close(steps[0], torch.full((2, 3), 20.0 * scale), rtol=1e-4, atol=0)
+    torch.testing.assert_close(steps[1], torch.full((2,), 30.0 * scale), rtol=1e-4, atol=0)

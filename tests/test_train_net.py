@@ -109,6 +109,15 @@ def test_empty_scale_lists_are_refused_at_start(repo_root, config, key):
         check_config(cfg)
 
 
+def test_settings_without_effect_are_refused_at_start(repo_root):
+    opts = ["MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT", "2.0", "SOLVER.CLIP_GRADIENTS.ENABLED",
+            "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "global"]
+    cfg = merge_config(_cfg(), str(repo_root / CONFIG), opts)
+    with pytest.raises(ConfigError, match=r"(?s)CLS_LOSS_WEIGHT = 2.0 has no effect with .*"
+                                          r"'StandardROIHeads'.*CLIP_TYPE = 'global'"):
+        check_config(cfg)
+
+
 def test_missing_coco_files_are_named(monkeypatch, tmp_path):
     from detectron2.data import DatasetCatalog
 

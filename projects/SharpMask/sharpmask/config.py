@@ -78,10 +78,20 @@ def add_sharpmask_config(cfg):
     _C.MODEL.REFINEMASK.SEMANTIC_CONV_DIM = 256
     _C.MODEL.REFINEMASK.SEMANTIC_LOSS_WEIGHT = 1.0  # BCE vs the union of the image's masks
     _C.MODEL.REFINEMASK.STAGE_LOSS_WEIGHTS = [0.25, 0.5, 0.75, 1.0]  # BAR loss, per stage
-    # The first stages use BCE on all pixels; later ones only on the boundary band, and at
-    # inference replace only the previous mask's boundary band.
+    # Feed the stages' masks (the instance mask and the semantic mask) as sigmoids (official
+    # COCO config: mask_use_sigmoid=True), else as logits.
+    _C.MODEL.REFINEMASK.MASK_USE_SIGMOID = True
+    # The first stages take BCE on all pixels (official start_stage=1: stages 14 and 28); each
+    # later one only on a boundary band, and at inference replaces the previous mask only there.
     _C.MODEL.REFINEMASK.FULL_LOSS_STAGES = 2
-    _C.MODEL.REFINEMASK.BOUNDARY_WIDTH = 2  # px of the boundary band at each stage's size
+    # Width (px at the previous, coarser stage) of the BAR loss's band, then upsampled x2.
+    _C.MODEL.REFINEMASK.BOUNDARY_WIDTH = 2
+    # Width (px at the previous stage) of the band that the finer stage refines at inference.
+    _C.MODEL.REFINEMASK.MERGE_BOUNDARY_WIDTH = 1
+    # Weight of the box head's classification loss (detectron2 only has the regression one,
+    # MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT); honoured by RefineMaskROIHeads, whose official
+    # recipe weights both by 2.
+    _C.MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT = 1.0
 
     # Our networks as the proposal generator of a detectron2 detector (frozen, own weights).
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR = CN()

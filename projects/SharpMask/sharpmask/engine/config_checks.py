@@ -117,6 +117,17 @@ def _value_problems(cfg):
                             f"value (the default is {_default(key)})")
         elif any(v <= 0 for v in node):
             problems.append(f"{key} = {list(node)}: every value must be positive")
+    if cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT != 1.0 and \
+            cfg.MODEL.ROI_HEADS.NAME != "RefineMaskROIHeads":
+        problems.append(f"MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT = "
+                        f"{cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT} has no effect with "
+                        f"MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME!r}: only "
+                        "RefineMaskROIHeads reads it; leave it at 1.0")
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE not in ("value", "norm", "full_model"):
+        problems.append(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE = {clip.CLIP_TYPE!r}: use 'value', "
+                        "'norm' (each parameter's gradient) or 'full_model' (the norm of all "
+                        "gradients together)")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         problems.append(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but no CUDA device is available; "
                         "add `MODEL.DEVICE cpu` to the command line")
