@@ -1,5 +1,6 @@
 """InstanceFCN: trunk, assembling module, window labels, mapper targets, geometry, training."""
 import json
+import math
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -14,10 +15,10 @@ from detectron2.projects.deeplab.resnet import build_resnet_deeplab_backbone
 from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
-from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper
+from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper, RandomScaleFactor
 from sharpmask.data.window_labels import label_windows
 from sharpmask.modeling.dilated_trunk import build_dilated_trunk
-from sharpmask.modeling.instancefcn_head import assemble
+from sharpmask.modeling.instancefcn_head import assemble, subwindow_channels
 from test_train_net import _train_net
 from training_checks import assert_falls, training_seed
 
@@ -47,9 +48,11 @@ def test_dilated_trunk_equals_deeplab_builder():
 
 def _assemble_by_loops(maps, rows, cols, k, m, fill):
     """The paper's description, one window and one sub-window at a time: sub-window (a, b)
-    covers cells [ceil(a m / k), ceil((a + 1) m / k)) and copies from score map a * k + b."""
+    covers the cells whose centres lie in its k-th of the window, [a m / k, (a + 1) m / k),
+    i.e. cells ceil(a m / k - 1/2) .. ceil((a + 1) m / k - 1/2) - 1, and copies from score
+    map a * k + b."""
     _, height, width = maps.shape
-    bounds = [-(-t * m // k) for t in range(k + 1)]
+    bounds = [-(-(2 * t * m - k) // (2 * k)) for t in range(k + 1)]
     out = torch.full((len(rows), m, m), float(fill))
     for n, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
         top, left = r - m // 2, c - m // 2
@@ -74,6 +77,10 @@ def test_assembling_matches_a_loop_over_windows_and_subwindows(k, m):
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
     inside = _assemble_by_loops(torch.ones(k * k, 9, 13), rows, cols, k, m, 0.0) > 0
     assert torch.equal(valid, inside)
+    sizes = torch.bincount(subwindow_channels(m, k)[0], minlength=k).tolist()
+    assert sizes == sizes[::-1] or m % 2 == 0  # symmetric about the centre for odd m and k
+    if (k, m) == (5, 21):
+        assert sizes == [4, 4, 5, 4, 4]
 
 
 def test_assembling_is_differentiable_into_the_right_maps():
@@ -128,12 +135,68 @@ def test_window_labels_match_the_most_centred_object_and_ignore_outside_cells():
     assert (labels[25] == -1).all() and (labels[:, 25] == -1).all()  # centre 204 >= 203
 
 
+def _covered_sides(cfg, scales, max_size, image_size, sides):
+    """The object sides (px in the original image) that get a positive window at one of
+    `scales`: an object `side` wide (as tall as the image allows) centred in an image of
+    `image_size`, resized as the training mapper resizes (RandomScaleFactor with each factor
+    in turn, the long side capped at `max_size`) and labelled by `label_windows`."""
+    s = cfg.INPUT.INSTANCEFCN
+    height, width = image_size
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    covered = set()
+    for factor in scales:
+        transform = RandomScaleFactor([factor], max_size).get_transform(image)
+        applied = transform.new_w / width
+        for side in sides:
+            if abs(math.log2(side * applied / s.OBJECT_SIZE)) > s.POS_MAX_SCALE + 0.1:
+                continue  # far from the canonical size: not positive whatever the rounding
+            h = min(side, height)
+            box = np.array([[(width - side) / 2, (height - h) / 2, (width + side) / 2,
+                             (height + h) / 2]])
+            labels, _ = label_windows(
+                torch.as_tensor(transform.apply_box(box), dtype=torch.float32),
+                torch.zeros(1, dtype=torch.bool), (transform.new_h, transform.new_w),
+                stride=8, window_cells=cfg.MODEL.INSTANCEFCN.WINDOW_CELLS,
+                object_size=s.OBJECT_SIZE, pos_max_shift=s.POS_MAX_SHIFT,
+                pos_max_scale=s.POS_MAX_SCALE, neg_min_shift=s.NEG_MIN_SHIFT,
+                neg_min_scale=s.NEG_MIN_SCALE)
+            if (labels == 1).any():
+                covered.add(side)
+    return covered
+
+
+@pytest.mark.parametrize("config,image_size,smallest", [
+    (IFCN_COCO, (480, 640), 41), (IFCN, (256, 640), 22), (IFCN, (480, 640), 22)])
+def test_every_object_size_has_a_positive_window_at_training_and_test(repo_root, config,
+                                                                       image_size, smallest):
+    """Every object side from `smallest` px to the image's long side is positive at some
+    scale, in training (TRAIN_SCALES, MAX_SIZE_TRAIN) and at test (TEST_SCALES,
+    TEST_MAX_SIZE). Scales 2^0.5 apart with positives within 2^+-0.25 tile the sizes exactly,
+    so a side at a tile's edge may miss both tiles by the rounding of the resized image's
+    size: such sides (within 1 px of an edge) are allowed, nothing else. The short sides the
+    COCO config had before (119 .. 900 px; factors of this 640 x 480 image) leave gaps of
+    several px, e.g. at 64, 96 and 470 px."""
+    cfg = load_cfg(repo_root, config)
+    sides = range(smallest, image_size[1] + 1)
+    size, tolerance = cfg.INPUT.INSTANCEFCN.OBJECT_SIZE, cfg.INPUT.INSTANCEFCN.POS_MAX_SCALE
+    for scales, max_size in ((cfg.INPUT.INSTANCEFCN.TRAIN_SCALES, cfg.INPUT.MAX_SIZE_TRAIN),
+                             (cfg.MODEL.INSTANCEFCN.TEST_SCALES,
+                              cfg.MODEL.INSTANCEFCN.TEST_MAX_SIZE)):
+        edges = [size * 2 ** (sign * tolerance) / f for f in scales for sign in (-1, 1)]
+        missing = set(sides) - _covered_sides(cfg, scales, max_size, image_size, sides)
+        gaps = sorted(s for s in missing if min(abs(s - e) for e in edges) > 1)
+        assert not gaps, f"no positive window for object sides {gaps}"
+    if config == IFCN_COCO:
+        old = [side / 480 for side in (119, 178, 267, 400, 600, 900)]
+        missed = set(sides) - _covered_sides(cfg, old, 1500, image_size, sides)
+        assert {64, 96, 470} <= missed
+
+
 def test_mapper_samples_and_targets(repo_root):
     """Positives first, at most 1:1, labels agreeing with `label_windows`; each target is the
     object's RLE mask averaged over the window's 8 x 8 cells (a direct numpy computation)."""
     record = max(DatasetCatalog.get("shapes_val"), key=lambda d: len(d["annotations"]))
-    side = min(record["height"], record["width"])
-    cfg = load_cfg(repo_root, IFCN, "INPUT.MIN_SIZE_TRAIN", f"({side},)",
+    cfg = load_cfg(repo_root, IFCN, "INPUT.INSTANCEFCN.TRAIN_SCALES", "[1.0]",
                    "INPUT.MAX_SIZE_TRAIN", "4000", "INPUT.RANDOM_FLIP", "none",
                    "INPUT.INSTANCEFCN.POS_MAX_SHIFT", "24", "INPUT.INSTANCEFCN.POS_MAX_SCALE",
                    "3.0", "INPUT.INSTANCEFCN.NEG_MIN_SHIFT", "24")
@@ -191,13 +254,11 @@ def _model_with_score_maps(repo_root, fake_score_maps, *opts):
     return model
 
 
-@pytest.mark.parametrize("short_side", [160, 80])
-def test_proposal_geometry_with_hand_made_score_maps(repo_root, short_side):
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_proposal_geometry_with_hand_made_score_maps(repo_root, factor):
     """At scale 1, score maps with an object on map rows 6..9 and cols 4..11 and the objectness
     peak at cell (8, 8) (halved at scale 1/2): the top proposal's window is centred on the
     peak cell and its mask covers the object's pixels, x 32..96 and y 48..80, at both scales."""
-    factor = short_side / 160
-
     def fake_score_maps(images):
         h, w = images.shape[-2] // 8, images.shape[-1] // 8
         maps = torch.full((1, 25, h, w), -10.0)
@@ -209,7 +270,7 @@ def test_proposal_geometry_with_hand_made_score_maps(repo_root, short_side):
         return maps, objectness
 
     model = _model_with_score_maps(repo_root, fake_score_maps, "MODEL.INSTANCEFCN.TEST_TOPK",
-                                   "5", "MODEL.INSTANCEFCN.TEST_SHORT_SIDES", f"[{short_side}]")
+                                   "5", "MODEL.INSTANCEFCN.TEST_SCALES", f"[{factor}]")
     out = model.propose(torch.zeros(3, 160, 200, dtype=torch.uint8))
     assert out.objectness_logits[0] == 5.0 and len(out) <= 5
     cell = 8 / factor  # a map cell in original pixels
@@ -228,7 +289,7 @@ def test_nms_at_box_iou_0_8(repo_root):
         h, w = images.shape[-2] // 8, images.shape[-1] // 8
         return torch.randn(1, 25, h, w) * 3, torch.randn(1, h, w)
 
-    opts = ["MODEL.INSTANCEFCN.TEST_SHORT_SIDES", "[93, 140]"]
+    opts = ["MODEL.INSTANCEFCN.TEST_SCALES", "[0.5, 0.75]"]
     image = torch.zeros(3, 180, 240, dtype=torch.uint8)
     out = _model_with_score_maps(repo_root, fake_score_maps, *opts).propose(image)
     no_nms = _model_with_score_maps(repo_root, fake_score_maps, *opts,
@@ -245,16 +306,16 @@ def test_balanced_objectness_weights(repo_root):
     model, _ = build(repo_root, IFCN)
     labels = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
     weights = model.objectness_weights(labels)
-    assert weights[labels > 0].sum() == pytest.approx(0.5)
-    assert weights[labels == 0].sum() == pytest.approx(0.5)
-    assert torch.allclose(model.objectness_weights(torch.zeros(4)), torch.full((4,), 0.25))
+    assert weights[labels > 0].sum() == pytest.approx(5.0)
+    assert weights[labels == 0].sum() == pytest.approx(5.0)
+    assert torch.allclose(model.objectness_weights(torch.zeros(4)), torch.ones(4))
     model.balance_objectness = False
-    assert torch.allclose(model.objectness_weights(labels), torch.full((10,), 0.1))
+    assert torch.allclose(model.objectness_weights(labels), torch.ones(10))
 
 
 @pytest.mark.training
 def test_training_overfits_one_batch(repo_root):
-    cfg = load_cfg(repo_root, IFCN, "INPUT.MIN_SIZE_TRAIN", "(210,)", "INPUT.RANDOM_FLIP",
+    cfg = load_cfg(repo_root, IFCN, "INPUT.INSTANCEFCN.TRAIN_SCALES", "[0.8]", "INPUT.RANDOM_FLIP",
                    "none", "INPUT.INSTANCEFCN.POS_MAX_SCALE", "2.0")
     torch.manual_seed(training_seed())
     model, _ = build(repo_root, IFCN)
@@ -282,8 +343,8 @@ def test_train_net_trains_and_evaluates(repo_root, tmp_path):
     _train_net(repo_root, "--config-file", IFCN, "DATASETS.TRAIN", "('shapes_val_mini',)",
                "DATASETS.TEST", "('shapes_val_mini',)", "SOLVER.IMS_PER_BATCH", "2",
                "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS",
-               "(100,)", "SOLVER.MAX_ITER", "2", "INPUT.MIN_SIZE_TRAIN", "(93, 140)",
-               "MODEL.INSTANCEFCN.TEST_SHORT_SIDES", "[93, 140]", "OUTPUT_DIR", str(out))
+               "(100,)", "SOLVER.MAX_ITER", "2", "INPUT.INSTANCEFCN.TRAIN_SCALES", "[0.35, 0.55]",
+               "MODEL.INSTANCEFCN.TEST_SCALES", "[0.35, 0.55]", "OUTPUT_DIR", str(out))
     with open(out / "inference" / "shapes_val_mini" / "proposal_metrics.json") as f:
         assert set(json.load(f)) == {"segm", "bbox"}
     with open(out / "metrics.json") as f:

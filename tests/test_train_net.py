@@ -102,7 +102,7 @@ def test_every_problem_of_the_main_command_is_named_at_start(repo_root, monkeypa
 
 @pytest.mark.parametrize("config,key", [
     ("configs/shapes/deepmask_R18_shapes.yaml", "MODEL.DEEPMASK.TEST_SCALES"),
-    ("configs/shapes/instancefcn_R18_shapes.yaml", "MODEL.INSTANCEFCN.TEST_SHORT_SIDES")])
+    ("configs/shapes/instancefcn_R18_shapes.yaml", "MODEL.INSTANCEFCN.TEST_SCALES")])
 def test_empty_scale_lists_are_refused_at_start(repo_root, config, key):
     cfg = merge_config(_cfg(), str(repo_root / config), [key, "[]"])
     with pytest.raises(ConfigError, match=rf"{key} is empty: .* needs at least one value"):

@@ -47,15 +47,22 @@ def add_sharpmask_config(cfg):
     _C.MODEL.INSTANCEFCN.K = 5  # k: a k x k grid of relative positions, k^2 score maps
     _C.MODEL.INSTANCEFCN.WINDOW_CELLS = 21  # m: window side in stride-8 cells (168 px)
     _C.MODEL.INSTANCEFCN.HIDDEN_DIM = 512  # channels of both branches' first conv
-    _C.MODEL.INSTANCEFCN.MASK_LOSS_WEIGHT = 1.0  # per-pixel logistic loss on assembled masks
-    _C.MODEL.INSTANCEFCN.OBJECTNESS_LOSS_WEIGHT = 1.0  # logistic loss on window objectness
-    # Weigh positive and negative windows half each in the objectness loss. The paper samples
-    # 256 windows 1:1, but images rarely have 128 positive windows (`shapes`: ~2.7), and the
-    # sample is filled with negatives; False: a plain mean over the sampled windows.
+    # The loss is eq. (1): a sum over the sampled windows of the objectness logistic loss plus
+    # the sum over each positive window's cells of the per-cell logistic loss, divided by the
+    # constant number of windows sampled per batch (INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE x
+    # images) to keep the gradient's size independent of the batch. The weights stay 1 (eq. 1
+    # has no lambda).
+    _C.MODEL.INSTANCEFCN.MASK_LOSS_WEIGHT = 1.0
+    _C.MODEL.INSTANCEFCN.OBJECTNESS_LOSS_WEIGHT = 1.0
+    # Weigh positive and negative windows as many windows each in the objectness loss. The
+    # paper samples 256 windows 1:1, but images rarely have 128 positive windows (`shapes`:
+    # ~2.7), and the sample is filled with negatives; False: every window weighs 1.
     _C.MODEL.INSTANCEFCN.BALANCE_OBJECTNESS = True
-    # Inference pyramid: the image's short side resized to each of these (600 * 1.5^{-4..1}),
-    # the long side kept within TEST_MAX_SIZE (like detectron2's ResizeShortestEdge).
-    _C.MODEL.INSTANCEFCN.TEST_SHORT_SIDES = [119, 178, 267, 400, 600, 900]
+    # Inference pyramid: the image resized by each of these factors (the paper on COCO:
+    # DeepMask's scales; 2^-2.5 .. 2^1 in steps of 2^0.5 give every object side from 40 px to
+    # 646 px a scale where it has the canonical size, INPUT.INSTANCEFCN.OBJECT_SIZE x 2^+-1/4),
+    # the long side kept within TEST_MAX_SIZE.
+    _C.MODEL.INSTANCEFCN.TEST_SCALES = [2 ** (e / 2) for e in range(-5, 3)]
     _C.MODEL.INSTANCEFCN.TEST_MAX_SIZE = 1500
     # Windows of all scales ranked by objectness and assembled before the NMS (0: all windows,
     # the paper's procedure).
@@ -126,8 +133,11 @@ def add_sharpmask_config(cfg):
     _C.INPUT.DEEPMASK.NEG_MIN_SHIFT = 48  # negatives: no object centre this close (patch px)
     _C.INPUT.DEEPMASK.NEG_MIN_SCALE = 1.0  # ... at a log2 size within this of OBJECT_SIZE
 
-    # InstanceFCN image-centric training (INPUT.MIN_SIZE_TRAIN gives the scale jitter).
+    # InstanceFCN image-centric training. Each image is resized by one of TRAIN_SCALES (chosen
+    # uniformly; the long side kept within INPUT.MAX_SIZE_TRAIN): the test scales, so that
+    # every object size the pyramid covers is also learned.
     _C.INPUT.INSTANCEFCN = CN()
+    _C.INPUT.INSTANCEFCN.TRAIN_SCALES = [2 ** (e / 2) for e in range(-5, 3)]
     _C.INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE = 256  # windows sampled per image for the loss
     _C.INPUT.INSTANCEFCN.POSITIVE_FRACTION = 0.5  # at most this share positive (1:1)
     # DeepMask's positive/negative definition (NIPS 2015), in resized-image px: 96 = 168 * 128

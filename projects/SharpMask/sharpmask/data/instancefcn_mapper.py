@@ -15,14 +15,31 @@ from .validation import read_image_checked
 from .window_labels import label_windows, window_grid_boxes
 
 
+class RandomScaleFactor(T.Augmentation):
+    """Resize by a factor drawn uniformly from `factors`, lowered if needed so that the long
+    side stays within `max_size` (0: no limit)."""
+
+    def __init__(self, factors, max_size=0):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        height, width = image.shape[:2]
+        factor = float(np.random.choice(self.factors))
+        if self.max_size:
+            factor = min(factor, self.max_size / max(height, width))
+        return T.ResizeTransform(height, width, max(1, round(height * factor)),
+                                 max(1, round(width * factor)))
+
+
 class InstanceFCNDatasetMapper:
     """Dataset dict -> {"image": (C, H, W) uint8, "height", "width", "image_id",
     "window_cells": (n, 2) long (row, col) of the sampled windows, "window_labels": (n,) float
     (1 positive, 0 negative; positives first), "window_masks": (P, m, m) uint8 targets of the P
     positives}.
 
-    The image is resized so that its short side is one of INPUT.MIN_SIZE_TRAIN (the paper:
-    600 * 1.5^{-4..1}), then flipped; `windows_per_image` windows are drawn with at most
+    The image is resized by one of INPUT.INSTANCEFCN.TRAIN_SCALES (the paper on COCO:
+    DeepMask's scales), then flipped; `windows_per_image` windows are drawn with at most
     `positive_fraction` positives, the rest negatives (detectron2's `subsample_labels`). A mask
     target is the object's mask averaged over each window cell, thresholded at 0.5.
     """
@@ -39,8 +56,8 @@ class InstanceFCNDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg):
-        augmentations = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                              cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        augmentations = [RandomScaleFactor(cfg.INPUT.INSTANCEFCN.TRAIN_SCALES,
+                                           cfg.INPUT.MAX_SIZE_TRAIN)]
         if cfg.INPUT.RANDOM_FLIP != "none":
             augmentations.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
                                               vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))

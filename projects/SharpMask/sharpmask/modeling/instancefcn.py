@@ -18,10 +18,12 @@ class InstanceFCN(SegmentProposalNetwork):
     """Class-agnostic segment proposals from k^2 instance-sensitive score maps at stride 8.
 
     Training input: `InstanceFCNDatasetMapper` dicts (whole images with sampled windows);
-    returns {"loss_mask", "loss_objectness"}. The objectness loss averages over the sampled
-    windows; with `balance_objectness` positives and negatives weigh half each (images rarely
-    have the 128 positives that a 1:1 sample of 256 needs: `shapes` has ~2.7). The mask loss
-    averages over the in-map cells of the positives' assembled masks.
+    returns {"loss_mask", "loss_objectness"}: the two terms of the paper's eq. (1), a sum over
+    the sampled windows of the objectness logistic loss and of the per-cell logistic loss
+    summed over each positive's in-map cells, both divided by the constant
+    `windows_per_image` x images. With `balance_objectness`, positives and negatives weigh as
+    many windows each (images rarely have the 128 positives that a 1:1 sample of 256 needs:
+    `shapes` has ~2.7).
 
     Inference input: detectron2's test format; returns per image {"proposals": Instances} with
     proposal_boxes, objectness_logits and proposal_masks (WindowedMasks), best first: windows
@@ -29,18 +31,19 @@ class InstanceFCN(SegmentProposalNetwork):
     """
 
     @configurable
-    def __init__(self, *, trunk, head, window_cells, pixel_mean, pixel_std, test_short_sides,
+    def __init__(self, *, trunk, head, window_cells, pixel_mean, pixel_std, test_scales,
                  test_max_size, pre_nms_top_k, top_k, mask_threshold, nms_threshold,
-                 decode_batch_size, mask_loss_weight=1.0, objectness_loss_weight=1.0,
-                 balance_objectness=True):
+                 decode_batch_size, windows_per_image, mask_loss_weight=1.0,
+                 objectness_loss_weight=1.0, balance_objectness=True):
         super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.trunk, self.head = trunk, head
         self.k, self.window_cells = head.k, window_cells
-        self.test_short_sides, self.test_max_size = list(test_short_sides), test_max_size
+        self.test_scales, self.test_max_size = list(test_scales), test_max_size
         self.pre_nms_top_k, self.top_k = pre_nms_top_k, top_k
         self.mask_threshold, self.nms_threshold = mask_threshold, nms_threshold
         self.decode_batch_size = decode_batch_size
         self.balance_objectness = balance_objectness
+        self.windows_per_image = windows_per_image
         self.mask_loss_weight, self.objectness_loss_weight = mask_loss_weight, \
             objectness_loss_weight
 
@@ -55,10 +58,11 @@ class InstanceFCN(SegmentProposalNetwork):
         return {
             "trunk": trunk, "head": head, "window_cells": opts.WINDOW_CELLS,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
-            "test_short_sides": opts.TEST_SHORT_SIDES, "test_max_size": opts.TEST_MAX_SIZE,
+            "test_scales": opts.TEST_SCALES, "test_max_size": opts.TEST_MAX_SIZE,
             "pre_nms_top_k": opts.TEST_PRE_NMS_TOPK, "top_k": opts.TEST_TOPK,
             "mask_threshold": opts.MASK_THRESHOLD, "nms_threshold": opts.NMS_THRESH,
             "decode_batch_size": opts.DECODE_BATCH_SIZE,
+            "windows_per_image": cfg.INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE,
             "mask_loss_weight": opts.MASK_LOSS_WEIGHT,
             "objectness_loss_weight": opts.OBJECTNESS_LOSS_WEIGHT,
             "balance_objectness": opts.BALANCE_OBJECTNESS,
@@ -92,9 +96,11 @@ class InstanceFCN(SegmentProposalNetwork):
         mask_logits, mask_valid = torch.cat(mask_logits), torch.cat(mask_valid)
         targets = torch.cat(targets)
         storage = get_event_storage()
+        normalizer = self.windows_per_image * len(batched_inputs)  # eq. (1)'s sum, scaled
         if len(logits):
             loss_objectness = F.binary_cross_entropy_with_logits(
-                logits, labels, weight=self.objectness_weights(labels), reduction="sum")
+                logits, labels, weight=self.objectness_weights(labels),
+                reduction="sum") / normalizer
             correct = ((logits.detach() > 0).float() == labels).float()
             for name, kind in (("positive", labels > 0), ("negative", labels == 0)):
                 if kind.any():
@@ -103,7 +109,7 @@ class InstanceFCN(SegmentProposalNetwork):
             loss_objectness = objectness.sum() * 0.0
         if mask_valid.any():
             per_cell = F.binary_cross_entropy_with_logits(mask_logits, targets, reduction="none")
-            loss_mask = per_cell[mask_valid].mean()
+            loss_mask = per_cell[mask_valid].sum() / normalizer
             predicted, truth = (mask_logits.detach() > 0) & mask_valid, targets > 0
             inter = (predicted & truth).flatten(1).sum(1)
             union = (predicted | truth).flatten(1).sum(1).clamp(min=1)
@@ -115,24 +121,19 @@ class InstanceFCN(SegmentProposalNetwork):
                 "loss_objectness": self.objectness_loss_weight * loss_objectness}
 
     def objectness_weights(self, labels):
-        """(n,) weights summing to 1: uniform, or half for the positives and half for the
-        negatives when both are present and `balance_objectness` is set."""
-        positives = int((labels > 0).sum())
-        if not self.balance_objectness or positives in (0, len(labels)):
-            return torch.full_like(labels, 1.0 / len(labels))
-        return torch.where(labels > 0, 0.5 / positives, 0.5 / (len(labels) - positives))
+        """(n,) weights summing to n: 1 each, or n / 2 for the positives together and n / 2
+        for the negatives when both are present and `balance_objectness` is set."""
+        n, positives = len(labels), int((labels > 0).sum())
+        if not self.balance_objectness or positives in (0, n):
+            return torch.ones_like(labels)
+        return torch.where(labels > 0, 0.5 * n / positives, 0.5 * n / (n - positives))
 
     # ---------------------------------------------------------------- dense inference
-    def level_scale(self, height, width, short_side):
-        scale = short_side / min(height, width)
-        if self.test_max_size:
-            scale = min(scale, self.test_max_size / max(height, width))
-        return scale
-
-    def level_maps(self, image, short_side):
+    def level_maps(self, image, factor):
         """Score maps of one pyramid level: (PyramidLevel of objectness, (k^2, h, w) maps)."""
         height, width = image.shape[-2:]
-        scale = self.level_scale(height, width, short_side)
+        scale = min(factor, self.test_max_size / max(height, width)) if self.test_max_size \
+            else factor
         size, (sx, sy), padded = pyramid_geometry(height, width, scale, 0, STRIDE, STRIDE)
         maps, objectness = self.score_maps(resize_and_pad(image, size, padded, 0))
         return PyramidLevel(sx, sy, padded, objectness[0]), maps[0]
@@ -143,7 +144,7 @@ class InstanceFCN(SegmentProposalNetwork):
         coordinates: at most `top_k` (default MODEL.INSTANCEFCN.TEST_TOPK), best first."""
         self.check_image(image)
         normalized = self.normalize(image)
-        levels, maps = zip(*[self.level_maps(normalized, s) for s in self.test_short_sides])
+        levels, maps = zip(*[self.level_maps(normalized, s) for s in self.test_scales])
         m = self.window_cells
 
         def decode(li, rows, cols):

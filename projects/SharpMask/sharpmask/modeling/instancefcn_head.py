@@ -34,9 +34,10 @@ class InstanceFCNHead(nn.Module):
 
 def subwindow_channels(m, k, device=None):
     """(m, m) long: the score map each cell of an m x m window copies from. Cell i of a side
-    lies in sub-window floor(i * k / m), so sub-windows differ by at most one cell in size when
-    k does not divide m."""
-    part = torch.arange(m, device=device) * k // m
+    lies in the sub-window that holds its centre, floor((i + 1/2) k / m): when k does not
+    divide m the sub-windows differ by at most one cell and the split is symmetric about the
+    window's centre for odd m and k (m = 21, k = 5: 4, 4, 5, 4, 4 cells)."""
+    part = (2 * torch.arange(m, device=device) + 1) * k // (2 * m)
     return part[:, None] * k + part[None, :]
 
 
