@@ -274,9 +274,9 @@ def main():
                               f"| {r['step']:.2f} | {100 * r['data_share']:.0f}% |")
     text = (f"{env}\n\nParameters (COCO configs):\n\n" + "\n".join(param_rows)
             + "\n\nInference (full image, the papers' scales: DeepMask/SharpMask 7 scales "
-            "2^-2.5..2^0.5, InstanceFCN short sides 119..900, RPN short side 800):\n\n"
+            "2^-2.5..2^0.5, InstanceFCN 8 scales 2^-2.5..2^1, RPN short side 800):\n\n"
             + "\n".join(infer_rows) + "\n\nTraining (COCO configs' sampling on shapes_train "
-            "images; InstanceFCN: whole images, short side 119..900):\n\n"
+            "images; InstanceFCN: whole images, scales 2^-2.5..2^1):\n\n"
             + "\n".join(train_rows) + "\n")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     from sharpmask.utils.atomic_io import atomic_open
