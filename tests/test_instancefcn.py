@@ -332,10 +332,12 @@ def test_training_overfits_one_batch(repo_root):
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.50 (loss_mask, spread
-    # 0.46-0.50) and 0.011 (loss_objectness) over 5 seeds, 1 and 2 threads, two kernel paths.
+    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.47 (loss_mask) and 0.43
+    # (loss_objectness; eq. (1) weighs the masks far more, so objectness falls slower in 12
+    # steps than with the former mean losses) over 3 seeds x 1 and 2 threads (native) and 2
+    # seeds on the baseline kernels.
     assert_falls("instancefcn", history, "loss_mask", 0.7)
-    assert_falls("instancefcn", history, "loss_objectness", 0.6)
+    assert_falls("instancefcn", history, "loss_objectness", 0.65)
 
 
 def test_train_net_trains_and_evaluates(repo_root, tmp_path):

@@ -234,12 +234,12 @@ def test_training_decreases_losses_and_inference_gives_full_resolution_masks(rep
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.85 (loss_mask) and 0.23
-    # (loss_semantic) over 5 seeds, 1 and 2 threads and two kernel paths; the run reported
-    # from an AVX-512 machine ended at 0.90 (last step alone). loss_mask starts at 2.5 x log 2
-    # and is not monotone (the band of the finer stages moves with the prediction).
-    assert_falls("refinemask", history, "loss_mask", 0.95)
-    assert_falls("refinemask", history, "loss_semantic", 0.5)
+    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.094 (loss_mask) and
+    # 0.032 (loss_semantic) over 3 seeds x 1 and 2 threads (native) and 2 seeds on the
+    # baseline kernels, with the official head. loss_mask is not monotone step to step (the
+    # band of the finer stages moves with the prediction).
+    assert_falls("refinemask", history, "loss_mask", 0.4)
+    assert_falls("refinemask", history, "loss_semantic", 0.25)
     model.eval()
     height, width = batch[0]["height"], batch[0]["width"]
     with torch.no_grad():
