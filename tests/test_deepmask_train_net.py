@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,13 @@ def test_deepmask_then_sharpmask_train_and_evaluate(repo_root, tmp_path):
     assert (eval_out / "inference" / "shapes_val_mini" / "proposal_metrics.json").is_file()
 
 
+def _last_checkpoint_iter(out_dir):
+    """Iteration named by OUTPUT_DIR/last_checkpoint (-1 while absent or half-written)."""
+    name = (out_dir / "last_checkpoint").read_text() if (out_dir / "last_checkpoint").exists() else ""
+    match = re.fullmatch(r"model_(\d{7})\.pth", name.strip())
+    return int(match.group(1)) if match else -1
+
+
 def test_resume_after_kill_mid_training(repo_root, tmp_path):
     """Kill DeepMask training once a checkpoint exists; --resume continues from it."""
     args = [sys.executable, "train_net.py", "--config-file", DM, *TINY,
@@ -52,7 +60,8 @@ def test_resume_after_kill_mid_training(repo_root, tmp_path):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
-        while not (tmp_path / "model_0000005.pth").exists():
+        # last_checkpoint is written after the .pth: wait for it, not for the .pth file
+        while _last_checkpoint_iter(tmp_path) < 5:
             assert time.time() < deadline and proc.poll() is None, "no checkpoint written"
             time.sleep(0.5)
     finally:

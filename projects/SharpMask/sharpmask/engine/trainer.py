@@ -1,6 +1,7 @@
 """The project's DefaultTrainer: device-aware DDP and the right evaluator per model."""
 import logging
 import os
+import weakref
 
 import torch.distributed as dist
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -11,6 +12,7 @@ from ..data.build import build_patch_train_loader
 from ..data.instancefcn_mapper import InstanceFCNDatasetMapper
 from ..data.validation import CheckedDatasetMapper
 from ..evaluation.patch_evaluation import PatchEvaluator
+from .checkpoint import AtomicCheckpointer
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
 from .freeze import freeze_modules
@@ -38,7 +40,11 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         """detectron2's hooks, plus for DeepMask/SharpMask the idle-head rule and the patch
-        evaluation with its best checkpoint (before the writer, which logs their scalars)."""
+        evaluation with its best checkpoint (before the writer, which logs their scalars).
+        DefaultTrainer calls this at the end of __init__, before any hook holds the
+        checkpointer: it is made atomic here."""
+        self.checkpointer = AtomicCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR,
+                                               trainer=weakref.proxy(self))
         extra = []
         cfg = self.cfg
         if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
