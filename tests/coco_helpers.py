@@ -9,10 +9,17 @@ import cv2
 import imgviz
 import numpy as np
 import pycocotools.mask as mask_util
+import pytest
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BitMasks, Instances
+
+from sharpmask.evaluation import SegmentProposalEvaluator
+
+SIX = ["AR@10", "AR@100", "AR@1000", "AR_s@1000", "AR_m@1000", "AR_l@1000"]
 
 
 def encode(mask):
@@ -114,3 +121,46 @@ def results_list(image_id, masks, scores, category_id=1):
                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
                     "bbox": mask_util.toBbox(rle).tolist(), "score": float(s)})
     return out
+
+
+def _instances(masks, scores):
+    inst = Instances(masks.shape[1:])
+    inst.proposal_masks = BitMasks(torch.from_numpy(masks))
+    inst.objectness_logits = torch.from_numpy(scores)
+    return inst
+
+
+def run_perturbed_gt(dataset_name, json_file, output_dir, seed, big_image=None, empty_image=None,
+                     **evaluator_kwargs):
+    """Evaluate perturbed-GT proposals with our evaluator and build the same results list for
+    pycocotools. Returns (our metrics, reference results list, image ids)."""
+    coco = COCO(json_file)
+    rng = np.random.default_rng(seed)
+    evaluator = SegmentProposalEvaluator(dataset_name, output_dir, distributed=False, label="t",
+                                         **evaluator_kwargs)
+    evaluator.reset()
+    reference, image_ids = [], sorted(coco.imgs)
+    for image_id in image_ids:
+        info = coco.imgs[image_id]
+        h, w = info["height"], info["width"]
+        masks = gt_masks(coco, image_id)
+        num_random = 1100 if image_id == big_image else 30
+        props, scores = perturbed_proposals(masks, h, w, rng, num_random)
+        if image_id == empty_image:
+            props, scores = props[:0], scores[:0]
+        evaluator.process([{"image_id": image_id}], [{"proposals": _instances(props, scores)}])
+        reference += results_list(image_id, props, scores)
+    return evaluator.evaluate(), reference, image_ids
+
+
+def assert_matches_cocoeval(metrics, json_file, reference, image_ids, suffix=""):
+    """metrics["segm" + suffix] and metrics["bbox" + suffix] equal pycocotools' AR on
+    json_file's ground truth."""
+    for task in ("segm", "bbox"):
+        ours = metrics[task + suffix]
+        ev = reference_coco_recall(json_file, reference, image_ids, task)
+        for name, value in zip(SIX, ev.stats[6:12]):
+            assert ours[name] == pytest.approx(100 * value, abs=0.01), (task + suffix, name)
+        ev100 = reference_coco_recall(json_file, reference, image_ids, task, (1, 10, 100))
+        for name, value in zip(["AR_s@100", "AR_m@100", "AR_l@100"], ev100.stats[9:12]):
+            assert ours[name] == pytest.approx(100 * value, abs=0.01), (task + suffix, name)

@@ -171,4 +171,8 @@ def add_sharpmask_config(cfg):
     _C.TEST.SEGMENT_PROPOSALS.DUMP_PROPOSALS = True
     # Masks pasted into the image at once while RLE-encoding (bounds memory per image).
     _C.TEST.SEGMENT_PROPOSALS.PASTE_CHUNK_SIZE = 100
+    # Open-world protocol: names of the categories seen in training (e.g. the 20 VOC ones,
+    # sharpmask.data.VOC_CATEGORIES). Non-empty: recall is also reported on the seen and the
+    # unseen ground truth alone (segm_seen / segm_unseen / bbox_seen / bbox_unseen).
+    _C.TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES = []
     return cfg

@@ -1,4 +1,5 @@
-"""Dataset registrations: the embedded `shapes` splits and COCO 2014 `val5k` (the papers' split).
+"""Dataset registrations: the embedded `shapes` splits, COCO 2014 `val5k` (the papers' split),
+and the open-world category splits of both (`category_splits.py`).
 
 Registered at import of `sharpmask`. Roots are read from the environment then, as detectron2
 does for its builtin datasets: `$SHARPMASK_DATASETS` (default `./datasets`) for `shapes`, which is
@@ -11,20 +12,26 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .shapes import CATEGORIES, SPLITS, ensure_shapes_split, shapes_split_paths
-from .validation import register_validated, validate_catalog
+from .category_splits import register_category_subset, register_coco_open_world_splits
+from .validation import check_dataset_files, register_validated, validate_catalog
 
 SHAPES_DATASETS = {f"shapes_{split}": split for split in SPLITS}
 # Subsets of a split: name -> (split, number of leading images). Detectors trained on
 # precomputed proposals use a subset, because proposals for all 2000 training images take about
 # 70 CPU minutes per proposal network.
 SHAPES_SUBSETS = {"shapes_train_200": ("train", 200)}
+# The shapes analogue of the open-world protocol: train on 4 of the 8 categories, measure
+# recall on the other 4 (a convex, a star-like, a curved and a holed shape on each side).
+SHAPES_SEEN_CATEGORIES = ("ellipse", "triangle", "star", "ring")
+SHAPES_OPEN_WORLD_SPLITS = {"shapes_train_seen": ("shapes_train", True),
+                            "shapes_val_unseen": ("shapes_val", False)}
 COCO_VAL5K = "coco_2014_val_first5k"
 COCO_VAL5K_SIZE = 5000
 
 
 def generated_dataset_names():
     """Datasets whose files are generated on first use (so not checked for at start)."""
-    return set(SHAPES_DATASETS) | set(SHAPES_SUBSETS)
+    return set(SHAPES_DATASETS) | set(SHAPES_SUBSETS) | set(SHAPES_OPEN_WORLD_SPLITS)
 
 
 def shapes_root():
@@ -55,17 +62,13 @@ def register_shapes(root):
             thing_classes=list(CATEGORIES),
             thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(CATEGORIES))},
         )
+    for name, (source, seen) in SHAPES_OPEN_WORLD_SPLITS.items():
+        register_category_subset(name, source, **{"categories" if seen else "exclude":
+                                                  SHAPES_SEEN_CATEGORIES})
 
 
 def _load_coco_val5k(json_file, image_root, name):
-    for path, what in [(json_file, "annotation file"), (image_root, "image folder")]:
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{name}: the COCO val2014 {what} {path} does not exist. It is looked for in "
-                f"detectron2's layout under $DETECTRON2_DATASETS (now {coco_root()}): "
-                "coco/annotations/instances_val2014.json and coco/val2014/. Download COCO 2014 "
-                "from cocodataset.org, or set DETECTRON2_DATASETS to the folder holding coco/."
-            )
+    check_dataset_files(name, json_file, image_root)
     dicts = load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
     return sorted(dicts, key=lambda d: d["image_id"])[:COCO_VAL5K_SIZE]
 
@@ -84,4 +87,5 @@ def register_coco_val5k(root):
 def register_all():
     register_shapes(shapes_root())
     register_coco_val5k(coco_root())
+    register_coco_open_world_splits()
     validate_catalog()  # detectron2's builtin datasets (COCO, LVIS, ...) too

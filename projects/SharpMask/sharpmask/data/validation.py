@@ -15,6 +15,7 @@ the demo and the proposal dump.
 import functools
 import logging
 import math
+import os
 import pickle
 
 import numpy as np
@@ -118,6 +119,19 @@ def validate_catalog():
 def register_validated(name, loader):
     """DatasetCatalog.register, with the loader's dicts validated."""
     DatasetCatalog.register(name, _validated_loader(loader, name))
+
+
+def check_dataset_files(name, json_file, image_root):
+    """Refuse, naming the path and where it is looked for, a dataset whose annotation file or
+    image folder is missing (detectron2 would fail later with a bare `No such file`)."""
+    for path, what in [(json_file, "annotation file"), (image_root, "image folder")]:
+        if path and not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{name}: the {what} {path} does not exist. COCO is looked for in detectron2's "
+                "layout under $DETECTRON2_DATASETS (now "
+                f"{os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')}): "
+                "coco/annotations/instances_*.json and coco/<split>/. Download COCO from "
+                "cocodataset.org, or set DETECTRON2_DATASETS to the folder holding coco/.")
 
 
 def check_image_file(file_name):

@@ -61,6 +61,14 @@ def _dataset_problems(cfg):
                         "COCO files are looked for under $DETECTRON2_DATASETS (now "
                         f"{os.environ.get('DETECTRON2_DATASETS', 'unset: ./datasets')}) in "
                         "detectron2's layout (coco/annotations/, coco/train2014/, ...)")
+    seen = set(cfg.TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES)
+    for name in cfg.DATASETS.TEST if seen else ():
+        classes = MetadataCatalog.get(name).get("thing_classes", None) if name in registered \
+            else None
+        if classes is not None and seen - set(classes):
+            problems.append(f"TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES names "
+                            f"{sorted(seen - set(classes))}, which are not categories of "
+                            f"{name!r}: {classes}")
     return problems
 
 

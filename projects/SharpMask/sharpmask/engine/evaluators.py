@@ -15,9 +15,15 @@ def build_evaluator(cfg, dataset_name, output_folder):
         return SegmentProposalEvaluator(
             dataset_name, output_folder, max_proposals=opts.MAX_PROPOSALS,
             dump_proposals=opts.DUMP_PROPOSALS, paste_chunk_size=opts.PASTE_CHUNK_SIZE,
-            label=cfg.MODEL.META_ARCHITECTURE,
+            label=cfg.MODEL.META_ARCHITECTURE, seen_categories=opts.SEEN_CATEGORIES,
         )
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    metadata = MetadataCatalog.get(dataset_name)
+    evaluator_type = metadata.get("evaluator_type", None)
+    if metadata.get("ground_truth_categories", None) is not None:
+        raise NotImplementedError(
+            f"{dataset_name} keeps the annotations of some categories only "
+            f"(from {metadata.source_dataset}); detectron2's COCOEvaluator would score against "
+            f"all of them. Evaluate a detector on {metadata.source_dataset} instead.")
     if evaluator_type == "coco":
         return COCOEvaluator(dataset_name, output_dir=output_folder)
     raise NotImplementedError(

@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from pycocotools.coco import COCO
 
+from ..data.category_splits import coco_category_ids, keep_coco_categories
 from ..data.validation import drop_invalid_coco_annotations
 from ..structures import encode_masks_as_rles
 from ..utils.atomic_io import atomic_write_json, atomic_write_pickle
@@ -45,10 +46,16 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     Matching is done per image in `process` (so it runs in parallel under distributed
     inference); only the ranks of matched proposals, and optionally the proposals themselves
     for the output files, are gathered to the main process.
+
+    Open-world protocol: given `seen_categories` (the categories training saw), recall is also
+    reported on the seen and on the unseen ground truth alone (tasks "segm_seen",
+    "segm_unseen", "bbox_seen", "bbox_unseen"), each as COCOeval gives it on that filtered
+    ground truth. A dataset made by `register_category_subset` is evaluated on its kept
+    categories only.
     """
 
     def __init__(self, dataset_name, output_dir=None, *, distributed=True, max_proposals=1000,
-                 dump_proposals=True, paste_chunk_size=100, label=None):
+                 dump_proposals=True, paste_chunk_size=100, label=None, seen_categories=()):
         """
         Args:
             dataset_name: a registered dataset with ground-truth instance masks.
@@ -57,6 +64,7 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             dump_proposals: write segment_proposals.json and box_proposals.pkl.
             paste_chunk_size: masks pasted at once into the image while RLE-encoding.
             label: name of the method in the plots' legends.
+            seen_categories: names of the categories seen in training (empty: no split).
         """
         self._dataset_name = dataset_name
         self._output_dir = output_dir
@@ -67,6 +75,9 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         self._label = label or "proposals"
         self._coco_api = self._load_ground_truth(dataset_name, output_dir)
         self._category_id = min(self._coco_api.getCatIds() or [1])
+        self._seen_ids = (coco_category_ids(self._coco_api, seen_categories,
+                                            f"seen categories of {dataset_name}")
+                          if seen_categories else None)
         self.reset()
 
     @staticmethod
@@ -81,9 +92,13 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                                  "convert it to one")
             json_file = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
             convert_to_coco_json(dataset_name, json_file)
-        # The rule training applies to the dataset dicts, so both count the same objects.
-        return drop_invalid_coco_annotations(COCO(PathManager.get_local_path(json_file)),
+        # The rules training applies to the dataset dicts, so both count the same objects.
+        coco = drop_invalid_coco_annotations(COCO(PathManager.get_local_path(json_file)),
                                              dataset_name)
+        kept = metadata.get("ground_truth_categories", None)
+        if kept is not None:
+            keep_coco_categories(coco, coco_category_ids(coco, kept, dataset_name))
+        return coco
 
     def reset(self):
         self._results = []
@@ -93,7 +108,11 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             raise KeyError(f"image {image_id} is not in the ground truth of {self._dataset_name}")
         anns = [a for a in self._coco_api.imgToAnns[image_id] if not a.get("iscrowd", 0)]
         areas = np.array([a["area"] for a in anns], dtype=np.float64)
-        return anns, areas
+        subsets = {"": np.ones(len(anns), bool)}
+        if self._seen_ids is not None:
+            seen = np.array([a["category_id"] in self._seen_ids for a in anns], bool)
+            subsets.update({"_seen": seen, "_unseen": ~seen})
+        return anns, areas, subsets
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -106,7 +125,7 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         order = np.argsort(-scores.numpy(), kind="mergesort")[: self._max_proposals]
         proposals = proposals[torch.as_tensor(order, dtype=torch.long)]
         scores = scores[order].numpy().astype(np.float64)
-        anns, areas = self._ground_truth(image_id)
+        anns, areas, subsets = self._ground_truth(image_id)
         image = self._coco_api.imgs[image_id]
 
         rles = None
@@ -133,10 +152,10 @@ class SegmentProposalEvaluator(DatasetEvaluator):
             ious["segm"] = _iou_matrix(rles, gt_rles, len(rles), len(anns))
         ranks = {}
         for task, iou in ious.items():
-            ranks[task] = {}
-            for area, (lo, hi) in AREA_RANGES.items():
-                keep = (areas >= lo) & (areas <= hi)
-                ranks[task][area] = greedy_match_ranks(iou[:, keep])
+            for subset, in_subset in subsets.items():
+                ranks[task + subset] = {
+                    area: greedy_match_ranks(iou[:, in_subset & (areas >= lo) & (areas <= hi)])
+                    for area, (lo, hi) in AREA_RANGES.items()}
         result = {"image_id": image_id, "ranks": ranks}
         if self._dump:
             result["scores"] = scores.astype(np.float32)
@@ -158,7 +177,8 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         if not results:
             logger.warning("SegmentProposalEvaluator received no images.")
             return {}
-        tasks = [t for t in ("segm", "bbox") if all(t in r["ranks"] for r in results)]
+        tasks = sorted((t for t in results[0]["ranks"] if all(t in r["ranks"] for r in results)),
+                       key=lambda t: (not t.startswith("segm"), t))  # segm, segm_seen, ...
         metrics, curves = OrderedDict(), {}
         for task in tasks:
             metrics[task], curves[task] = proposal_recall_metrics(
