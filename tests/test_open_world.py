@@ -119,3 +119,22 @@ def test_coco_voc_splits_follow_the_protocol(monkeypatch):
     add_sharpmask_config(cfg)
     with pytest.raises(NotImplementedError, match="Evaluate a detector on coco_2017_val"):
         build_evaluator(cfg, "coco_2017_val_nonvoc", None)
+
+
+@pytest.mark.parametrize("method", ["deepmask", "sharpmask", "instancefcn"])
+def test_coco_open_world_configs_train_on_voc_and_report_unseen(repo_root, method):
+    from sharpmask.engine.config_checks import merge_config
+    from sharpmask.engine.evaluators import seen_categories
+
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    config = repo_root / "configs" / "open_world" / f"{method}_R50_voc_to_nonvoc.yaml"
+    cfg = merge_config(cfg, str(config), [])
+    assert cfg.DATASETS.TRAIN == ("coco_2017_train_voc",)
+    assert cfg.DATASETS.TEST == ("coco_2017_val",)
+    assert seen_categories(cfg, "coco_2017_val") == sorted(VOC_CATEGORIES)
+    assert seen_categories(cfg, "coco_2017_val_nonvoc") == []  # already the unseen objects
+    # The same config on a shapes split: the seen categories follow the training data.
+    cfg.DATASETS.TRAIN = ("shapes_train_seen",)
+    assert seen_categories(cfg, "shapes_val") == sorted(SHAPES_SEEN_CATEGORIES)
+    assert cfg.TEST.PATCH_EVAL.PERIOD == 0  # no checkpoint chosen on val (unseen) patches

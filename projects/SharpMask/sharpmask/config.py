@@ -173,6 +173,8 @@ def add_sharpmask_config(cfg):
     _C.TEST.SEGMENT_PROPOSALS.PASTE_CHUNK_SIZE = 100
     # Open-world protocol: names of the categories seen in training (e.g. the 20 VOC ones,
     # sharpmask.data.VOC_CATEGORIES). Non-empty: recall is also reported on the seen and the
-    # unseen ground truth alone (segm_seen / segm_unseen / bbox_seen / bbox_unseen).
+    # unseen ground truth alone (segm_seen / segm_unseen / bbox_seen / bbox_unseen). Empty:
+    # the categories of DATASETS.TRAIN when those are category subsets (coco_2017_train_voc,
+    # register_category_subset), else no split.
     _C.TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES = []
     return cfg

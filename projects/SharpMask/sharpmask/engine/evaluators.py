@@ -9,13 +9,28 @@ from ..evaluation import SegmentProposalEvaluator
 PROPOSAL_META_ARCHITECTURES = {"DeepMask", "SharpMask", "InstanceFCN", "ProposalNetwork"}
 
 
+def seen_categories(cfg, dataset_name):
+    """TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES, or else, when every training dataset is a
+    category subset (e.g. coco_2017_train_voc) and `dataset_name` is not, the categories
+    training saw: the open-world configs then report unseen recall with no extra key."""
+    if cfg.TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES:
+        return list(cfg.TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES)
+    kept = [MetadataCatalog.get(n).get("ground_truth_categories", None)
+            for n in cfg.DATASETS.TRAIN]
+    if not kept or None in kept or \
+            MetadataCatalog.get(dataset_name).get("ground_truth_categories", None) is not None:
+        return []
+    return sorted(set().union(*kept))
+
+
 def build_evaluator(cfg, dataset_name, output_folder):
     if cfg.MODEL.META_ARCHITECTURE in PROPOSAL_META_ARCHITECTURES:
         opts = cfg.TEST.SEGMENT_PROPOSALS
         return SegmentProposalEvaluator(
             dataset_name, output_folder, max_proposals=opts.MAX_PROPOSALS,
             dump_proposals=opts.DUMP_PROPOSALS, paste_chunk_size=opts.PASTE_CHUNK_SIZE,
-            label=cfg.MODEL.META_ARCHITECTURE, seen_categories=opts.SEEN_CATEGORIES,
+            label=cfg.MODEL.META_ARCHITECTURE,
+            seen_categories=seen_categories(cfg, dataset_name),
         )
     metadata = MetadataCatalog.get(dataset_name)
     evaluator_type = metadata.get("evaluator_type", None)
