@@ -1,6 +1,6 @@
 """Train loader of DeepMask/SharpMask: batches of centred-object patches."""
 import torch
-from detectron2.data import get_detection_dataset_dicts
+from detectron2.data import DatasetFromList, get_detection_dataset_dicts
 from detectron2.utils import comm
 
 from .patch_mapper import DeepMaskBatchStream, DeepMaskPatchMapper
@@ -38,8 +38,12 @@ def build_patch_train_loader(cfg):
                          f"by the number of processes ({world})")
     # One seed on every process: the batch kinds follow it (DeepMaskBatchStream).
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    stream = DeepMaskBatchStream(build_patch_sampler(cfg, dicts), build_patch_mapper(cfg, dicts),
-                                 cfg.SOLVER.IMS_PER_BATCH // world,
+    sampler = build_patch_sampler(cfg, dicts)
+    # The mapper reads records from one serialized buffer, as detectron2's loaders do: a list
+    # of dicts would be copied page by page into every worker as its refcounts change.
+    mapper = build_patch_mapper(cfg, DatasetFromList(dicts, copy=False, serialize=True))
+    del dicts
+    stream = DeepMaskBatchStream(sampler, mapper, cfg.SOLVER.IMS_PER_BATCH // world,
                                  cfg.INPUT.DEEPMASK.MASK_BATCH_PROB, seed)
     return torch.utils.data.DataLoader(stream, batch_size=None, collate_fn=_as_is,
                                        num_workers=cfg.DATALOADER.NUM_WORKERS,

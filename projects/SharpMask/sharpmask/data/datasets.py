@@ -12,6 +12,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .shapes import CATEGORIES, SPLITS, ensure_shapes_split, shapes_split_paths
+from .coco_scale import register_coco_scale
 from .category_splits import register_category_subset, register_coco_open_world_splits
 from .validation import check_dataset_files, register_validated, validate_catalog
 
@@ -88,4 +89,5 @@ def register_all():
     register_shapes(shapes_root())
     register_coco_val5k(coco_root())
     register_coco_open_world_splits()
+    register_coco_scale()
     validate_catalog()  # detectron2's builtin datasets (COCO, LVIS, ...) too

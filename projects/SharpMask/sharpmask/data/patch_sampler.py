@@ -39,41 +39,54 @@ class PatchSpec:
 
 
 class DeepMaskPatchSampler:
-    """Draws `PatchSpec`s from detectron2 dataset dicts (boxes in XYWH_ABS, as COCO loads them)."""
+    """Draws `PatchSpec`s from detectron2 dataset dicts (boxes in XYWH_ABS, as COCO loads them).
+
+    The dicts are read once, into numpy arrays (object centres, sides, categories, scale bins,
+    image sizes): no Python object per record or object is kept, so DataLoader workers, which
+    share the sampler by fork, do not copy its pages as they read it (COCO has ~600k objects).
+    """
 
     def __init__(self, dataset_dicts, *, window, context, object_size, scale_jitter,
                  shift_jitter, flip, min_area, min_side, scale_step, neg_scale_range,
                  neg_min_shift, neg_min_scale):
-        self.dataset_dicts = dataset_dicts
         self.window, self.context, self.object_size = window, context, object_size
         self.scale_jitter, self.shift_jitter, self.flip = scale_jitter, shift_jitter, flip
         self.scale_step = scale_step
         low, high = neg_scale_range
         self.neg_log_scales = low + scale_step * np.arange(int(round((high - low) / scale_step)) + 1)
         self.neg_min_shift, self.neg_min_scale = neg_min_shift, neg_min_scale
-        self.by_category = {}  # category -> [(image index, annotation index)]
-        self.bins = {}  # image index -> {scale bin: [annotation index]} of usable objects
-        self.centers = []  # per image: (K, 3) array of object centre x, y and largest side
+        # usable: rows (image index, annotation index, category, scale bin, cx, cy, side);
+        # objects: (cx, cy, side) of every non-crowd object, image i's in offsets[i]:offsets[i+1]
+        usable, objects, offsets = [], [], [0]
+        self.image_sizes = np.zeros((len(dataset_dicts), 2), np.float64)  # width, height
         for i, record in enumerate(dataset_dicts):
-            rows = []
+            self.image_sizes[i] = record["width"], record["height"]
             for j, ann in enumerate(record.get("annotations", [])):
                 x, y, w, h = ann["bbox"]
                 if ann.get("iscrowd", 0):
                     continue
-                rows.append((x + w / 2, y + h / 2, max(w, h)))
+                objects.append((x + w / 2, y + h / 2, max(w, h)))
                 if min(w, h) >= min_side and mask_util.area(annotation_rle(
                         ann["segmentation"], record["height"], record["width"])) >= min_area:
-                    self.by_category.setdefault(ann["category_id"], []).append((i, j))
-                    self.bins.setdefault(i, {}).setdefault(
-                        self.scale_bin(max(w, h)), []).append(j)
-            self.centers.append(np.array(rows, dtype=np.float64).reshape(-1, 3))
-        if not self.by_category:
+                    usable.append((i, j, ann["category_id"], self.scale_bin(max(w, h)),
+                                   x + w / 2, y + h / 2, max(w, h)))
+            offsets.append(len(objects))
+        if not usable:
             raise ValueError(
                 "no usable annotation for DeepMask sampling (need non-crowd objects with area "
                 f">= {min_area} px and box sides >= {min_side} px); is the dataset empty?"
             )
-        self.categories = sorted(self.by_category)
-        self.positive_images = sorted(self.bins)
+        self.objects = np.array(objects, np.float64).reshape(-1, 3)
+        self.object_offsets = np.array(offsets, np.int64)
+        usable = np.array(usable, np.float64)
+        self.usable_index = usable[:, :4].astype(np.int64)  # image, annotation, category, bin
+        self.usable_geometry = usable[:, 4:]  # cx, cy, side
+        categories = self.usable_index[:, 2]
+        self.categories = sorted(set(categories.tolist()))
+        self.by_category = {c: np.flatnonzero(categories == c) for c in self.categories}
+        images = self.usable_index[:, 0]  # ascending: rows were added image by image
+        self.positive_images, first = np.unique(images, return_index=True)
+        self.positive_rows = np.append(first, len(images))  # image k's rows: [k] .. [k + 1]
 
     def scale_bin(self, side):
         """The bin b of an object side: side in (object_size * 2^(b * step),
@@ -85,15 +98,17 @@ class DeepMaskPatchSampler:
     def input_size(self):
         return self.window + 2 * self.context
 
-    def _object(self, image_index, annotation_index):
-        x, y, w, h = self.dataset_dicts[image_index]["annotations"][annotation_index]["bbox"]
-        return (x + w / 2, y + h / 2), max(w, h)
+    def _usable(self, row):
+        """(image index, annotation index, centre, side) of usable object `row`."""
+        image_index, annotation_index = (int(v) for v in self.usable_index[row, :2])
+        cx, cy, side = self.usable_geometry[row]
+        return image_index, annotation_index, (float(cx), float(cy)), float(side)
 
     def sample_mask(self, rng):
         category = self.categories[rng.integers(len(self.categories))]
         candidates = self.by_category[category]
-        image_index, annotation_index = candidates[rng.integers(len(candidates))]
-        (cx, cy), side = self._object(image_index, annotation_index)
+        image_index, annotation_index, (cx, cy), side = self._usable(
+            candidates[rng.integers(len(candidates))])
         scale = self.object_size / side * 2 ** rng.uniform(-self.scale_jitter, self.scale_jitter)
         dx, dy = rng.uniform(-self.shift_jitter, self.shift_jitter, 2) / scale
         return PatchSpec(image_index, (cx + dx, cy + dy), scale, bool(rng.random() < self.flip),
@@ -102,17 +117,20 @@ class DeepMaskPatchSampler:
     def sample_score(self, rng):
         flip = bool(rng.random() < self.flip)
         if rng.random() < 0.5:
-            image_index = self.positive_images[rng.integers(len(self.positive_images))]
-            bins = self.bins[image_index]
-            scale_bin = list(bins)[rng.integers(len(bins))]
-            annotation_index = bins[scale_bin][rng.integers(len(bins[scale_bin]))]
-            center, _ = self._object(image_index, annotation_index)
-            scale = 2.0 ** (-scale_bin * self.scale_step)
+            k = rng.integers(len(self.positive_images))
+            rows = np.arange(self.positive_rows[k], self.positive_rows[k + 1])
+            bins = self.usable_index[rows, 3]
+            _, first = np.unique(bins, return_index=True)
+            present = bins[np.sort(first)]  # the image's bins in order of first appearance
+            scale_bin = present[rng.integers(len(present))]
+            in_bin = rows[bins == scale_bin]
+            image_index, annotation_index, center, _ = self._usable(
+                in_bin[rng.integers(len(in_bin))])
+            scale = 2.0 ** (-int(scale_bin) * self.scale_step)
             return PatchSpec(image_index, center, scale, flip, 1, "score", annotation_index)
         for _ in range(1000):
-            image_index = int(rng.integers(len(self.dataset_dicts)))
-            record = self.dataset_dicts[image_index]
-            center = rng.uniform(0, 1, 2) * (record["width"], record["height"])
+            image_index = int(rng.integers(len(self.image_sizes)))
+            center = rng.uniform(0, 1, 2) * self.image_sizes[image_index]
             scale = 2.0 ** self.neg_log_scales[rng.integers(len(self.neg_log_scales))]
             if not self.near_object(image_index, center, scale):
                 return PatchSpec(image_index, tuple(center), scale, flip, 0, "score")
@@ -121,7 +139,8 @@ class DeepMaskPatchSampler:
 
     def near_object(self, image_index, center, scale):
         """Whether an object centre is within the negative exclusion zone of this patch."""
-        objects = self.centers[image_index]
+        objects = self.objects[self.object_offsets[image_index]:
+                               self.object_offsets[image_index + 1]]
         if len(objects) == 0:
             return False
         offset = np.abs(objects[:, :2] - np.asarray(center)).max(axis=1) * scale
