@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 LOCK ?= requirements/lock.txt
 CONSTRAINT := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench test-margins \
+.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench scale-bench test-margins \
 	clean-datasets
 
 install: $(STAMP)
@@ -50,6 +50,10 @@ refinemask-demo: install
 
 bench: install
 	$(PY) tools/benchmark.py --output output/benchmark.md
+
+# Memory, time and file sizes at COCO scale on a synthetic COCO-size set (written first).
+scale-bench: install
+	$(PY) tools/scale_benchmark.py --output output/scale_benchmark.md
 
 # The training tests over 5 seeds, 1 and 2 threads and two CPU kernel paths (their limits).
 test-margins: install
