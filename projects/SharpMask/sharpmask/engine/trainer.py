@@ -12,6 +12,7 @@ from ..data.build import build_patch_train_loader
 from ..data.instancefcn_mapper import InstanceFCNDatasetMapper
 from ..data.validation import CheckedDatasetMapper
 from ..evaluation.patch_evaluation import PatchEvaluator
+from .amp import CPUAMPTrainer
 from .checkpoint import AtomicCheckpointer
 from .ddp import device_aware_ddp
 from .evaluators import build_evaluator
@@ -30,6 +31,9 @@ class Trainer(DefaultTrainer):
         with device_aware_ddp():
             super().__init__(cfg)
         model = self._trainer.model
+        if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":  # AMPTrainer needs CUDA
+            self._trainer = CPUAMPTrainer(model, self._trainer.data_loader,
+                                          self._trainer.optimizer)
         name = type(model).__name__
         if hasattr(model, "module"):
             name += f"({type(model.module).__name__})"
