@@ -202,6 +202,32 @@ def masks_on_ground_truth_boxes(cfg, model, description, folder):
     return evaluator.evaluate()["segm"]
 
 
+def refinemask_stage_table(cfg, model, folder):
+    """GT-box mask AP of the RefineMask head's output cut after each stage (28, 56 and the
+    full 112 merge), the paper's per-stage view: does each refinement stage help here?"""
+    from unittest import mock
+
+    from sharpmask.modeling import refinemask
+
+    rows = []
+    for k, size in ((1, 28), (2, 56), (3, 112)):
+        stage_folder = os.path.join(folder, f"stage_{size}")
+
+        def evaluate(k=k, stage_folder=stage_folder):
+            merge = refinemask.merge_stages
+            with mock.patch.object(refinemask, "merge_stages",
+                                   lambda logits, *args: merge(logits, *args)[:k + 1]):
+                res = masks_on_ground_truth_boxes(cfg, model, f"RefineMask to {size}",
+                                                  stage_folder)
+            return {"segm": res, "segm_AP80_95": high_iou_ap(stage_folder)}
+
+        r = cached(os.path.join(stage_folder, "results.json"), evaluate)
+        rows.append(f"| {size} x {size} | {r['segm']['AP']:.1f} | {r['segm']['AP75']:.1f} | "
+                    f"{r['segm_AP80_95']:.1f} |")
+    return "\n".join(["| RefineMask output after stage | GT-box mask AP | AP75 | AP@[.8:.95] |",
+                      "|---|---:|---:|---:|", *rows])
+
+
 def run_refinemask(output_dir, proposal_models):
     detector, _ = train_detector(output_dir, proposal_models)
     results = {}
@@ -224,6 +250,8 @@ def run_refinemask(output_dir, proposal_models):
             "detected": cached(os.path.join(folder, "results.json"), evaluate),
             "ground truth": cached(os.path.join(gt_folder, "results.json"),
                                    evaluate_on_ground_truth_boxes)}
+        if name == "RefineMask head":
+            stages = refinemask_stage_table(cfg, model, gt_folder)
     columns = [(boxes, metric, f"{label} {title}")
                for boxes, label in (("detected", "mask"), ("ground truth", "GT-box mask"))
                for metric, title in (("AP", "AP"), ("AP75", "AP75"), ("AP80_95", "AP@[.8:.95]"))]
@@ -236,7 +264,7 @@ def run_refinemask(output_dir, proposal_models):
     rows = [f"| {name} | " + " | ".join(f"{value(r[b], m):.1f}" for b, m, _ in columns)
             + " | " + " | ".join(f"{r['detected']['segm'][k]:.1f}" for k in ("APs", "APm", "APl"))
             + f" | {r['detected']['bbox']['AP']:.1f} |" for name, r in results.items()]
-    return "\n".join([head, "|---|" + "---:|" * (len(columns) + 4), *rows])
+    return "\n".join([head, "|---|" + "---:|" * (len(columns) + 4), *rows, "", stages])
 
 
 def main():
@@ -261,7 +289,7 @@ def main():
     path = os.path.join(output_dir, f"{args.experiment}.md")
     with atomic_open(path, "w") as f:
         f.write(f"{title}. `{command}`, {minutes:.1f} min in this run on this machine (stages "
-                "finished by an earlier run are reused, not redone)\n\n{text}\n")
+                f"finished by an earlier run are reused, not redone)\n\n{text}\n")
     print(f"\n{title}:\n\n{text}\n\nDone in {minutes:.1f} min (stages finished by an earlier run "
           f"were reused). Table: {path}; logs: "
           f"{os.path.join(output_dir, 'log.txt')}")
