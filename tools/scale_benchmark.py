@@ -158,9 +158,13 @@ def _evaluate(records, output_dir, result_file):
                        "AR@100": metrics["segm"]["AR@100"]}, f)
 
 
-def measure_eval(num_images, processes):
+def val_records(num_images):
+    """The first `num_images` of coco_scale_val by id: just what the evaluation loop needs."""
     records = sorted(DatasetCatalog.get("coco_scale_val"), key=lambda r: r["image_id"])
-    records = [{k: r[k] for k in ("image_id", "height", "width")} for r in records[:num_images]]
+    return [{k: r[k] for k in ("image_id", "height", "width")} for r in records[:num_images]]
+
+
+def measure_eval(num_images, processes):
     with tempfile.TemporaryDirectory() as out:
         result = os.path.join(out, "result.json")
         if processes == 1:
@@ -169,7 +173,7 @@ def measure_eval(num_images, processes):
                            check=True)
         else:
             launch(_evaluate, processes, dist_url="auto",
-                   args=(records, os.path.join(out, "eval"), result))
+                   args=(val_records(num_images), os.path.join(out, "eval"), result))
         with open(result) as f:
             row = json.load(f)
     row.update(images=num_images, processes=processes,
@@ -218,9 +222,7 @@ def main():
     register_coco_scale()
     if args.eval_worker:
         out, num_images = args.eval_worker
-        records = sorted(DatasetCatalog.get("coco_scale_val"), key=lambda r: r["image_id"])
-        _evaluate([{k: r[k] for k in ("image_id", "height", "width")}
-                   for r in records[:int(num_images)]], os.path.join(out, "eval"),
+        _evaluate(val_records(int(num_images)), os.path.join(out, "eval"),
                   os.path.join(out, "result.json"))
         return
     if not os.path.exists(coco_scale_paths()["train_json"]):

@@ -39,14 +39,6 @@ def coco_category_ids(coco, names, what):
     return {by_name[n] for n in names}
 
 
-def keep_coco_categories(coco, category_ids):
-    """Leave only the annotations of `category_ids` in a pycocotools COCO (index rebuilt)."""
-    coco.dataset["annotations"] = [a for a in coco.dataset.get("annotations", [])
-                                   if a["category_id"] in category_ids]
-    coco.createIndex()
-    return coco
-
-
 def keep_annotations_of(dicts, contiguous_ids):
     """Dataset dicts (copies of the records) whose annotations are only those with a category
     in `contiguous_ids`; every image is kept, with or without objects left."""
@@ -78,6 +70,7 @@ def register_category_subset(name, source, categories=None, exclude=None):
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
     def load():
         meta = MetadataCatalog.get(source)  # now: the source may have been registered again
         check_dataset_files(name, meta.get("json_file", None), meta.get("image_root", None))

@@ -12,8 +12,8 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .shapes import CATEGORIES, SPLITS, ensure_shapes_split, shapes_split_paths
-from .coco_scale import register_coco_scale
 from .category_splits import register_category_subset, register_coco_open_world_splits
+from .coco_scale import register_coco_scale
 from .validation import check_dataset_files, register_validated, validate_catalog
 
 SHAPES_DATASETS = {f"shapes_{split}": split for split in SPLITS}

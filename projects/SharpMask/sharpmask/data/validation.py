@@ -83,19 +83,27 @@ def validate_dataset_dicts(dicts, dataset_name):
     return dicts
 
 
+def keep_coco_annotations(coco, keep):
+    """Leave in a pycocotools COCO only the annotations for which keep(annotation) is true
+    (in place; the index is rebuilt if any went). Returns how many were left out."""
+    annotations = coco.dataset.get("annotations", [])
+    kept = [a for a in annotations if keep(a)]
+    if len(kept) < len(annotations):
+        coco.dataset["annotations"] = kept
+        coco.createIndex()
+    return len(annotations) - len(kept)
+
+
 def drop_invalid_coco_annotations(coco, dataset_name):
     """The same rule on a pycocotools COCO ground truth (in place, index rebuilt)."""
-    kept = []
-    for annotation in coco.dataset.get("annotations", []):
+    def valid(annotation):
         image = coco.imgs[annotation["image_id"]]
-        if annotation_problem(annotation, image["height"], image["width"]) is None:
-            kept.append(annotation)
-    dropped = len(coco.dataset.get("annotations", [])) - len(kept)
+        return annotation_problem(annotation, image["height"], image["width"]) is None
+
+    dropped = keep_coco_annotations(coco, valid)
     if dropped:
         logger.warning("%s: %d invalid ground-truth annotation(s) left out of the evaluation, "
                        "as in training", dataset_name, dropped)
-        coco.dataset["annotations"] = kept
-        coco.createIndex()
     return coco
 
 

@@ -17,8 +17,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from pycocotools.coco import COCO
 
-from ..data.category_splits import coco_category_ids, keep_coco_categories
-from ..data.validation import drop_invalid_coco_annotations
+from ..data.category_splits import coco_category_ids
+from ..data.validation import drop_invalid_coco_annotations, keep_coco_annotations
 from ..structures import encode_masks_as_rles
 from ..utils.atomic_io import atomic_write_json, atomic_write_pickle
 from ..utils.coco_results import segment_results_text, write_json_list
@@ -102,7 +102,8 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                                              dataset_name)
         kept = metadata.get("ground_truth_categories", None)
         if kept is not None:
-            keep_coco_categories(coco, coco_category_ids(coco, kept, dataset_name))
+            ids = coco_category_ids(coco, kept, dataset_name)
+            keep_coco_annotations(coco, lambda a: a["category_id"] in ids)
         return coco
 
     def reset(self):
