@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 LOCK ?= requirements/lock.txt
 CONSTRAINT := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench scale-bench test-margins \
+.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench scale-bench test-margins convergence \
 	clean-datasets
 
 install: $(STAMP)
@@ -39,6 +39,10 @@ demo: install
 
 demo-all: install
 	$(PY) tools/shapes_demo.py --all --output output/demo_all
+
+# Learning curves: each method trained 4x longer than make demo, evaluated at 6 checkpoints.
+convergence: install
+	$(PY) tools/convergence.py --output output/convergence
 
 # Fast R-CNN on each method's proposals; uses (and if needed trains) make demo-all's networks.
 detect-demo: install

@@ -19,33 +19,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
-from sharpmask import add_sharpmask_config  # noqa: E402
-from sharpmask.engine.progress import (evaluate_with_progress, prepare_output,  # noqa: E402
-                                       train_with_progress)
+from sharpmask.engine.progress import (build_demo_cfg, evaluate_with_progress,  # noqa: E402
+                                       prepare_output, train_with_progress)
 from sharpmask.engine.trainer import PATCH_TRAINED_META_ARCHITECTURES  # noqa: E402
 from sharpmask.evaluation.patch_evaluation import PatchEvaluator  # noqa: E402
 from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
 
-CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
-           "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml",
-           "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
 COLUMNS = [("segm", "AR@10"), ("segm", "AR@100"), ("segm", "AR@1000"), ("segm", "AR_s@1000"),
            ("segm", "AR_m@1000"), ("segm", "AR_l@1000"), ("segm", "AUC"), ("bbox", "AR@10"),
            ("bbox", "AR@100"), ("bbox", "AR@1000")]
-
-
-def build_cfg(name, output_dir, opts):
-    cfg = get_cfg()
-    add_sharpmask_config(cfg)
-    cfg.merge_from_file(CONFIGS[name])
-    cfg.merge_from_list(opts + ["OUTPUT_DIR", os.path.join(output_dir, name.lower())])
-    cfg.freeze()
-    return cfg
 
 
 def table(results):
@@ -132,15 +118,15 @@ def main():
     DatasetCatalog.get("shapes_val")
 
     results, models = {}, {}
-    deepmask_cfg = build_cfg("DeepMask", output_dir, list(args.opts))
+    deepmask_cfg = build_demo_cfg("DeepMask", output_dir, list(args.opts))
     models["DeepMask"] = train_with_progress(deepmask_cfg, "DeepMask")
     deepmask_weights = os.path.join(deepmask_cfg.OUTPUT_DIR, "model_final.pth")
-    sharpmask_cfg = build_cfg("SharpMask", output_dir, list(args.opts) + [
+    sharpmask_cfg = build_demo_cfg("SharpMask", output_dir, list(args.opts) + [
         "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
     models["SharpMask"] = train_with_progress(sharpmask_cfg, "SharpMask")
     cfgs = {"DeepMask": deepmask_cfg, "SharpMask": sharpmask_cfg}
     if args.all:
-        cfgs["InstanceFCN"] = build_cfg("InstanceFCN", output_dir, list(args.opts))
+        cfgs["InstanceFCN"] = build_demo_cfg("InstanceFCN", output_dir, list(args.opts))
         models["InstanceFCN"] = train_with_progress(cfgs["InstanceFCN"], "InstanceFCN")
     for name, cfg in cfgs.items():
         DetectionCheckpointer(models[name]).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))

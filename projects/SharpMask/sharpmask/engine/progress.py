@@ -8,6 +8,7 @@ import sys
 
 import torch
 
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
@@ -15,7 +16,23 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
+from ..config import add_sharpmask_config
 from .trainer import TrainOnlyTrainer, Trainer
+
+SHAPES_DEMO_CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
+                       "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml",
+                       "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
+
+
+def build_demo_cfg(name, output_dir, opts):
+    """The frozen shapes config of method `name` (a key of SHAPES_DEMO_CONFIGS) with `opts`,
+    writing to `output_dir`/<name in lower case>."""
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg.merge_from_file(SHAPES_DEMO_CONFIGS[name])
+    cfg.merge_from_list(list(opts) + ["OUTPUT_DIR", os.path.join(output_dir, name.lower())])
+    cfg.freeze()
+    return cfg
 
 
 class ProgressBar(HookBase):
