@@ -26,7 +26,7 @@ $(STAMP): setup.py pyproject.toml tools/install_detectron2.py Makefile $(LOCK)
 # detectron2 is left out: tools/install_detectron2.py pins its source wheel by sha256.
 lock: install
 	{ echo "# Exact versions from an install that passed 'make test'. Written by 'make lock';"; \
-	  echo "# used by 'make install' as pip constraints. README: Installing, upgrading."; \
+	  echo "# used by 'make install' as pip constraints. docs/install.md."; \
 	  $(PY) -m pip freeze --all --exclude-editable --exclude pip --exclude detectron2; \
 	} > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)

@@ -332,7 +332,7 @@ def test_training_overfits_one_batch(repo_root):
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.47 (loss_mask) and 0.43
+    # Limits from tools/test_margins.py (docs/development.md, Tests): worst ratios 0.47 (loss_mask) and 0.43
     # (loss_objectness; eq. (1) weighs the masks far more, so objectness falls slower in 12
     # steps than with the former mean losses) over 3 seeds x 1 and 2 threads (native) and 2
     # seeds on the baseline kernels.

@@ -234,7 +234,7 @@ def test_training_decreases_losses_and_inference_gives_full_resolution_masks(rep
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
-    # Limits from tools/test_margins.py (README, Tests): worst ratios 0.094 (loss_mask) and
+    # Limits from tools/test_margins.py (docs/development.md, Tests): worst ratios 0.094 (loss_mask) and
     # 0.032 (loss_semantic) over 3 seeds x 1 and 2 threads (native) and 2 seeds on the
     # baseline kernels, with the official head. loss_mask is not monotone step to step (the
     # band of the finer stages moves with the prediction).
