@@ -39,3 +39,42 @@ def test_amp_trains_in_bfloat16_on_cpu(repo_root, tmp_path, method):
     assert sum(not torch.equal(after[n], p) for n, p in trainable.items()) > len(trainable) // 2
     losses = trainer.storage.history("total_loss").values()
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v, _ in losses)
+
+
+def _inference_model(repo_root, method, *opts):
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg = merge_config(cfg, str(repo_root / CONFIGS[method]), [
+        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "", "MODEL.DEEPMASK.TEST_SCALES", "[0.5, 1.0]",
+        "MODEL.INSTANCEFCN.TEST_SCALES", "[0.5, 1.0]", *opts])
+    torch.manual_seed(0)
+    return Trainer.build_model(cfg).eval()
+
+
+@pytest.mark.parametrize("method", sorted(CONFIGS))
+def test_amp_inference_runs_the_network_in_bfloat16_and_ranks_in_float32(repo_root, method):
+    model = _inference_model(repo_root, method, "TEST.AMP.ENABLED", "True")
+    assert model.inference_dtype == torch.bfloat16
+    conv_dtypes = set()
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, inputs, output: conv_dtypes.add(output.dtype))
+    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8, generator=torch.Generator()
+                          .manual_seed(0))
+    proposals = model.propose(image, top_k=50)
+    assert conv_dtypes == {torch.bfloat16}
+    scores = proposals.objectness_logits
+    masks = proposals.proposal_masks.masks
+    assert scores.dtype == masks.dtype == proposals.proposal_boxes.tensor.dtype == torch.float32
+    assert len(scores) > 0 and bool((scores[:-1] >= scores[1:]).all())
+    # The same weights in float32 rank the same windows on top (bfloat16 keeps ~3 digits).
+    reference = _inference_model(repo_root, method).propose(image, top_k=50)
+    assert abs(float(scores[0]) - float(reference.objectness_logits[0])) < \
+        0.05 * max(1.0, abs(float(reference.objectness_logits[0])))
+
+
+@pytest.mark.parametrize("dtype, device, problem", [
+    ("float16", "cpu", "float16 is for GPUs"), ("half", "cpu", "must be one of")])
+def test_amp_inference_config_errors(repo_root, dtype, device, problem):
+    with pytest.raises(ValueError, match=problem):
+        _inference_model(repo_root, "DeepMask", "TEST.AMP.ENABLED", "True",
+                         "TEST.AMP.DTYPE", dtype, "MODEL.DEVICE", device)

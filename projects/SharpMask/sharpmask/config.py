@@ -163,6 +163,13 @@ def add_sharpmask_config(cfg):
     _C.TEST.PATCH_EVAL.NUM_PATCHES = 16000
     _C.TEST.PATCH_EVAL.SEED = 0
 
+    # Mixed precision in dense inference (DeepMask, SharpMask, InstanceFCN): the networks run
+    # under autocast in DTYPE ("bfloat16"; "float16" on GPUs only); scores and mask
+    # probabilities are cast back to float32 before ranking, NMS and thresholding.
+    _C.TEST.AMP = CN()
+    _C.TEST.AMP.ENABLED = False
+    _C.TEST.AMP.DTYPE = "bfloat16"
+
     # Segment-proposal evaluation (SegmentProposalEvaluator).
     _C.TEST.SEGMENT_PROPOSALS = CN()
     # Proposals per image evaluated and written out (the papers' protocol: 1000).

@@ -7,7 +7,7 @@ from detectron2.utils.events import get_event_storage
 
 from .deepmask_head import DeepMaskHead
 from .dense_inference import PyramidLevel, dense_proposals, pyramid_geometry, resize_and_pad
-from .proposal_network import SegmentProposalNetwork
+from .proposal_network import SegmentProposalNetwork, inference_dtype
 from .trunk import build_proposal_trunk
 
 TRUNK_STRIDE = 16
@@ -34,8 +34,9 @@ class DeepMask(SegmentProposalNetwork):
     def __init__(self, *, trunk, head, window, context, target_size, pixel_mean, pixel_std,
                  test_scales, test_pad, top_k, test_max_size=None, mask_threshold, nms_threshold,
                  decode_batch_size, mask_loss_weight=1.0, score_loss_weight=1.0,
-                 mask_loss_scale=1.0):
-        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std, test_max_size=test_max_size)
+                 mask_loss_scale=1.0, inference_dtype=None):
+        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std, test_max_size=test_max_size,
+                         inference_dtype=inference_dtype)
         self.trunk, self.head = trunk, head
         self.window, self.context, self.target_size = window, context, target_size
         self.window_cells, self.context_cells = window // TRUNK_STRIDE, context // TRUNK_STRIDE
@@ -66,7 +67,7 @@ class DeepMask(SegmentProposalNetwork):
             "pixel_std": cfg.MODEL.PIXEL_STD, "test_scales": dm.TEST_SCALES,
             "test_pad": dm.TEST_PAD, "top_k": dm.TEST_TOPK, "test_max_size": dm.TEST_MAX_SIZE,
             "mask_threshold": dm.MASK_THRESHOLD, "nms_threshold": dm.NMS_THRESH,
-            "decode_batch_size": dm.DECODE_BATCH_SIZE,
+            "decode_batch_size": dm.DECODE_BATCH_SIZE, "inference_dtype": inference_dtype(cfg),
             "mask_loss_weight": dm.MASK_LOSS_WEIGHT, "score_loss_weight": dm.SCORE_LOSS_WEIGHT,
             "mask_loss_scale": (float(cfg.SOLVER.IMS_PER_BATCH)
                                 if dm.MASK_LOSS_REDUCTION == "sum" else 1.0),
@@ -155,11 +156,8 @@ class DeepMask(SegmentProposalNetwork):
         _features, vectors = level_state
         return torch.sigmoid(self.head.mask_logits(vectors[:, rows, cols].t()))
 
-    @torch.no_grad()
-    def propose(self, image, top_k=None):
-        """(C, H, W) image (pixel values, uint8 or float) -> Instances of proposals in its
-        coordinates: at most `top_k` (default MODEL.DEEPMASK.TEST_TOPK), best first."""
-        self.check_image(image)
+    def propose_windows(self, image, top_k=None):
+        """Dense multi-scale inference of `propose` (top_k default: MODEL.DEEPMASK.TEST_TOPK)."""
         normalized = self.normalize(image)
         shrink = self.max_size_factor(image)
         levels, states = [], []

@@ -83,7 +83,8 @@ def dense_proposals(levels: List[PyramidLevel], decode: Callable, image_size, *,
         Instances with proposal_boxes (tight boxes of the binarised masks), objectness_logits
         and proposal_masks (WindowedMasks), sorted by decreasing score.
     """
-    flat = [lv.scores.flatten() for lv in levels]
+    # Float32 from here on: under autocast (TEST.AMP) scores and masks come in bfloat16/float16.
+    flat = [lv.scores.flatten().float() for lv in levels]
     sizes = [len(f) for f in flat]
     all_scores = torch.cat(flat) if flat else torch.zeros(0)
     k = min(top_k, len(all_scores))
@@ -106,7 +107,7 @@ def dense_proposals(levels: List[PyramidLevel], decode: Callable, image_size, *,
         rows, cols = local // level.scores.shape[1], local % level.scores.shape[1]
         for start in range(0, len(picked), batch_size):
             sl = slice(start, start + batch_size)
-            decoded = decode(li, rows[sl], cols[sl])
+            decoded = decode(li, rows[sl], cols[sl]).float()
             if masks is None:
                 masks = decoded.new_zeros((k,) + decoded.shape[1:])
             masks[picked[sl]] = decoded

@@ -10,7 +10,7 @@ from detectron2.utils.events import get_event_storage
 from .dense_inference import PyramidLevel, dense_proposals, pyramid_geometry, resize_and_pad
 from .dilated_trunk import STRIDE, build_dilated_trunk
 from .instancefcn_head import InstanceFCNHead, assemble
-from .proposal_network import SegmentProposalNetwork
+from .proposal_network import SegmentProposalNetwork, inference_dtype
 
 
 @META_ARCH_REGISTRY.register()
@@ -34,8 +34,9 @@ class InstanceFCN(SegmentProposalNetwork):
     def __init__(self, *, trunk, head, window_cells, pixel_mean, pixel_std, test_scales,
                  test_max_size, pre_nms_top_k, top_k, mask_threshold, nms_threshold,
                  decode_batch_size, windows_per_image, mask_loss_weight=1.0,
-                 objectness_loss_weight=1.0, balance_objectness=True):
-        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std)
+                 objectness_loss_weight=1.0, balance_objectness=True, inference_dtype=None):
+        super().__init__(pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         inference_dtype=inference_dtype)
         self.trunk, self.head = trunk, head
         self.k, self.window_cells = head.k, window_cells
         self.test_scales, self.test_max_size = list(test_scales), test_max_size
@@ -61,7 +62,7 @@ class InstanceFCN(SegmentProposalNetwork):
             "test_scales": opts.TEST_SCALES, "test_max_size": opts.TEST_MAX_SIZE,
             "pre_nms_top_k": opts.TEST_PRE_NMS_TOPK, "top_k": opts.TEST_TOPK,
             "mask_threshold": opts.MASK_THRESHOLD, "nms_threshold": opts.NMS_THRESH,
-            "decode_batch_size": opts.DECODE_BATCH_SIZE,
+            "decode_batch_size": opts.DECODE_BATCH_SIZE, "inference_dtype": inference_dtype(cfg),
             "windows_per_image": cfg.INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE,
             "mask_loss_weight": opts.MASK_LOSS_WEIGHT,
             "objectness_loss_weight": opts.OBJECTNESS_LOSS_WEIGHT,
@@ -140,11 +141,8 @@ class InstanceFCN(SegmentProposalNetwork):
         maps, objectness = self.score_maps(resize_and_pad(image, size, padded, 0))
         return PyramidLevel(sx, sy, padded, objectness[0]), maps[0]
 
-    @torch.no_grad()
-    def propose(self, image, top_k=None):
-        """(C, H, W) image (pixel values, uint8 or float) -> Instances of proposals in its
-        coordinates: at most `top_k` (default MODEL.INSTANCEFCN.TEST_TOPK), best first."""
-        self.check_image(image)
+    def propose_windows(self, image, top_k=None):
+        """Dense multi-scale inference of `propose` (top_k default: MODEL.INSTANCEFCN.TEST_TOPK)."""
         normalized = self.normalize(image)
         levels, maps = zip(*[self.level_maps(normalized, s) for s in self.test_scales])
         m = self.window_cells

@@ -7,14 +7,28 @@ from torch import nn
 from ..structures import WindowedMasks
 
 
-class SegmentProposalNetwork(nn.Module):
-    """Base of the proposal meta-architectures. Subclasses implement `propose(image, top_k)`:
-    (C, H, W) pixels -> Instances (proposal_boxes, objectness_logits, proposal_masks) in that
-    image's coordinates, best first."""
+def inference_dtype(cfg):
+    """TEST.AMP as a torch dtype for dense inference's autocast, or None (float32)."""
+    if not cfg.TEST.AMP.ENABLED:
+        return None
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+    if cfg.TEST.AMP.DTYPE not in dtypes:
+        raise ValueError(f"TEST.AMP.DTYPE must be one of {sorted(dtypes)}, got "
+                         f"{cfg.TEST.AMP.DTYPE!r}")
+    if cfg.TEST.AMP.DTYPE == "float16" and cfg.MODEL.DEVICE == "cpu":
+        raise ValueError("TEST.AMP.DTYPE float16 is for GPUs; on a CPU use bfloat16 (or "
+                         "TEST.AMP.ENABLED False)")
+    return dtypes[cfg.TEST.AMP.DTYPE]
 
-    def __init__(self, *, pixel_mean, pixel_std, test_max_size=None):
+
+class SegmentProposalNetwork(nn.Module):
+    """Base of the proposal meta-architectures. Subclasses implement
+    `propose_windows(image, top_k)`, called by `propose`."""
+
+    def __init__(self, *, pixel_mean, pixel_std, test_max_size=None, inference_dtype=None):
         super().__init__()
         self.test_max_size = test_max_size
+        self.inference_dtype = inference_dtype
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -30,6 +44,18 @@ class SegmentProposalNetwork(nn.Module):
             raise ValueError(f"expected a ({self.pixel_mean.shape[0]}, H, W) image, got "
                              f"{tuple(image.shape)}; convert grayscale/RGBA images to the "
                              "model's INPUT.FORMAT first (detectron2's read_image does)")
+
+    @torch.no_grad()
+    def propose(self, image, top_k=None):
+        """(C, H, W) image (pixel values, uint8 or float) -> Instances of proposals in its
+        coordinates (proposal_boxes, objectness_logits, proposal_masks): at most `top_k`
+        (default: the model's TEST_TOPK), best first. With an `inference_dtype` (TEST.AMP) the
+        networks run under autocast; `dense_proposals` ranks and thresholds in float32."""
+        self.check_image(image)
+        if self.inference_dtype is None:
+            return self.propose_windows(image, top_k)
+        with torch.autocast(self.device.type, dtype=self.inference_dtype):
+            return self.propose_windows(image, top_k)
 
     def max_size_factor(self, image):
         """Factor applied to every pyramid scale so that the longer side stays within
