@@ -6,8 +6,11 @@ Per model, trunk depth and image size: median wall time per image over --runs ru
 warm-up; the trunk's share of it (timed by hooks on the trunk inside the same runs); peak memory
 (CUDA: max allocated; CPU: the process's peak resident set, each run in its own process). Per
 model and depth: training throughput with the real data loader, and the loader's share of the
-step time (time waiting for the next batch / whole step). Weights are random: timing only.
-The table is printed and written to --output (markdown).
+step time (time waiting for the next batch / whole step). Each in every --precisions: float32,
+and bfloat16 autocast (inference: TEST.AMP; training: SOLVER.AMP's autocast; the RPN under
+torch.autocast). Weights are random: timing only. With --recall-weights, trained shapes models
+are also evaluated on shapes_val in each precision (recall and time per image).
+The tables are printed and written to --output (markdown).
 """
 import argparse
 import json
@@ -105,10 +108,18 @@ def test_image(size):
     return torch.from_numpy(rgb.transpose(2, 0, 1).copy())
 
 
-def measure_inference(name, depth, size, runs, device):
-    """One (model, depth, size) run; returns a dict of timings and peak memory."""
+def autocast(device, precision):
+    """Autocast in `precision` ("float32": none) on `device`."""
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, precision),
+                          enabled=precision != "float32")
+
+
+def measure_inference(name, depth, size, runs, device, precision):
+    """One (model, depth, size, precision) run; returns a dict of timings and peak memory."""
     from detectron2.modeling import build_model
-    cfg = load_cfg(name, depth, device)
+    amp = ["TEST.AMP.ENABLED", str(precision != "float32"), "TEST.AMP.DTYPE", precision] \
+        if not name.startswith("RPN") and precision != "float32" else []
+    cfg = load_cfg(name, depth, device, amp)
     model = build_model(cfg).eval()
     watch = Stopwatch(trunk_of(model), device)
     image = test_image(size)
@@ -124,7 +135,8 @@ def measure_inference(name, depth, size, runs, device):
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times, trunk_times = [], []
-    with torch.inference_mode():
+    # Our models autocast inside (TEST.AMP, scores cast back to float32); the RPN has no key.
+    with torch.inference_mode(), autocast(device, precision if not amp else "float32"):
         for i in range(runs + 1):
             watch.total = 0.0
             watch.sync()
@@ -142,7 +154,7 @@ def measure_inference(name, depth, size, runs, device):
             "peak_mb": peak}
 
 
-def measure_training(name, depth, iters, device, batch):
+def measure_training(name, depth, iters, device, batch, precision):
     """Training steps with the real loader (shapes_train data, the COCO config's sampling),
     seeded so that every depth sees the same images and scales."""
     from detectron2.utils.env import seed_all_rng
@@ -164,7 +176,8 @@ def measure_training(name, depth, iters, device, batch):
             start = time.perf_counter()
             data = next(loader)
             waited = time.perf_counter() - start
-            losses = model(data)
+            with autocast(device, precision):  # as SOLVER.AMP's trainers do
+                losses = model(data)
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
@@ -183,17 +196,43 @@ def child(args):
     torch.set_num_threads(args.threads)
     if args.child == "infer":
         result = measure_inference(args.model, args.depth, tuple(args.size), args.runs,
-                                   args.device)
-    else:
+                                   args.device, args.precision)
+    elif args.child == "train":
         result = measure_training(args.model, args.depth, args.train_iters, args.device,
-                                  args.batch)
+                                  args.batch, args.precision)
+    else:
+        result = measure_recall(args.model, args.weights, args.device, args.precision)
     print("RESULT " + json.dumps(result))
 
 
-def run_child(kind, model, depth, args, size=None, batch=None):
+def measure_recall(name, weights, device, precision):
+    """shapes_val recall of the trained shapes model `name` (its `make demo` config) in
+    `precision`, and the time per image of the whole evaluation."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog
+
+    from sharpmask.engine import Trainer
+    from sharpmask.engine.progress import build_demo_cfg, evaluate_with_progress
+    cfg = build_demo_cfg(name, "/tmp/sharpmask_bench", [
+        "MODEL.DEVICE", device, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "",
+        "TEST.AMP.ENABLED", str(precision != "float32"), "TEST.AMP.DTYPE", precision,
+        "TEST.SEGMENT_PROPOSALS.DUMP_PROPOSALS", "False"])
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    start = time.perf_counter()
+    results = evaluate_with_progress(cfg, model, f"{name} {precision}")
+    seconds = time.perf_counter() - start
+    return {"segm": results["segm"], "bbox": results["bbox"],
+            "per_image": seconds / len(DatasetCatalog.get(cfg.DATASETS.TEST[0]))}
+
+
+def run_child(kind, model, depth, args, size=None, batch=None, precision="float32",
+              weights=None):
     cmd = [sys.executable, __file__, "--child", kind, "--model", model, "--depth", str(depth),
            "--runs", str(args.runs), "--threads", str(args.threads), "--device", args.device,
-           "--train-iters", str(args.train_iters)]
+           "--train-iters", str(args.train_iters), "--precision", precision]
+    if weights:
+        cmd += ["--weights", weights]
     if size:
         cmd += ["--size", str(size[0]), str(size[1])]
     if batch:
@@ -218,6 +257,77 @@ def environment(args):
     return "\n".join(lines)
 
 
+def speed_tables(args, sizes):
+    """The parameter, inference and training tables, each row in every precision; speed-up:
+    float32 time / this precision's time (when float32 is measured)."""
+    float32_times = {}
+
+    def speed_up(key, seconds, precision):
+        if precision == "float32":
+            float32_times[key] = seconds
+        return f"{float32_times[key] / seconds:.2f}x" if key in float32_times else ""
+
+    infer_rows = ["| model | trunk | image | precision | time/img (s) | speed-up | trunk (s) | "
+                  "total/trunk | vs DeepMask | peak mem (MB) |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    train_rows = ["| model | trunk | batch | precision | throughput | step (s) | speed-up | "
+                  "data loader share |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    param_rows = ["| model | trunk | all parameters | mask-generating layers | vs DeepMask |",
+                  "|---|---|---:|---|---:|"]
+    for depth in args.depths:
+        param_rows += parameter_rows(depth)
+    print("\n".join(param_rows), flush=True)
+    for depth in args.depths:
+        for size in sizes:
+            for precision in args.precisions:
+                results = {}
+                for name in args.models:
+                    print(f"inference: {name} R-{depth} {size[0]}x{size[1]} {precision} ...",
+                          flush=True)
+                    results[name] = r = run_child("infer", name, depth, args, size=size,
+                                                  precision=precision)
+                    ratio = (f"{r['time'] / results['DeepMask']['time']:.2f}"
+                             if "DeepMask" in results and not name.startswith("RPN") else "")
+                    faster = speed_up((name, depth, size), r["time"], precision)
+                    infer_rows.append(
+                        f"| {name} | R-{depth} | {size[0]}x{size[1]} | {precision} | "
+                        f"{r['time']:.3f} | {faster} | {r['trunk']:.3f} | "
+                        f"{r['time'] / r['trunk']:.2f} | {ratio} | {r['peak_mb']:.0f} |")
+        for name in args.models:
+            if name.startswith("RPN"):
+                continue
+            batch = 32 if name in PATCH_TRAINED else 2
+            for precision in args.precisions:
+                print(f"training: {name} R-{depth} {precision} ...", flush=True)
+                r = run_child("train", name, depth, args, batch=batch, precision=precision)
+                faster = speed_up((name, depth), r["step"], precision)
+                train_rows.append(
+                    f"| {name} | R-{depth} | {batch} | {precision} | {r['per_s']:.2f} "
+                    f"{r['unit']}/s | {r['step']:.2f} | {faster} | {100 * r['data_share']:.0f}% |")
+    return ("Parameters (COCO configs):\n\n" + "\n".join(param_rows)
+            + "\n\nInference (full image, the papers' scales: DeepMask/SharpMask 7 scales "
+            "2^-2.5..2^0.5, InstanceFCN 8 scales 2^-2.5..2^1, RPN short side 800):\n\n"
+            + "\n".join(infer_rows) + "\n\nTraining (COCO configs' sampling on shapes_train "
+            "images; InstanceFCN: whole images, scales 2^-2.5..2^1):\n\n"
+            + "\n".join(train_rows) + "\n")
+
+
+def recall_table(args):
+    """shapes_val recall of trained shapes models in each precision (`make demo` configs)."""
+    rows = ["| model | precision | mask AR@10 | mask AR@100 | mask AR@1000 | box AR@100 | "
+            "eval s/img |", "|---|---|---:|---:|---:|---:|---:|"]
+    for item in args.recall_weights:
+        name, _, weights = item.partition("=")
+        for precision in args.precisions:
+            print(f"recall: {name} {precision} on shapes_val ...", flush=True)
+            r = run_child("recall", name, 0, args, precision=precision, weights=weights)
+            rows.append(f"| {name} | {precision} | {r['segm']['AR@10']:.1f} | "
+                        f"{r['segm']['AR@100']:.1f} | {r['segm']['AR@1000']:.1f} | "
+                        f"{r['bbox']['AR@100']:.1f} | {r['per_image']:.2f} |")
+    return ("Recall on shapes_val (200 images) of trained shapes models (--recall-weights), "
+            "whole evaluation per image:\n\n" + "\n".join(rows) + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[50, 18])
@@ -227,8 +337,17 @@ def main():
     parser.add_argument("--train-iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--recall-weights", nargs="*", default=[], metavar="MODEL=PATH",
+                        help="trained shapes checkpoints to evaluate on shapes_val in each "
+                        "precision, e.g. DeepMask=output/demo_all/deepmask/model_final.pth")
+    parser.add_argument("--skip-speed", action="store_true",
+                        help="only the --recall-weights table")
     parser.add_argument("--output", default="output/benchmark.md")
-    parser.add_argument("--child", choices=["infer", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["infer", "train", "recall"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
@@ -243,41 +362,11 @@ def main():
     env = environment(args)
     print(env, flush=True)
 
-    infer_rows = ["| model | trunk | image | time/img (s) | trunk (s) | total/trunk | "
-                  "vs DeepMask | peak mem (MB) |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    train_rows = ["| model | trunk | batch | throughput | step (s) | data loader share |",
-                  "|---|---|---:|---:|---:|---:|"]
-    param_rows = ["| model | trunk | all parameters | mask-generating layers | vs DeepMask |",
-                  "|---|---|---:|---|---:|"]
-    for depth in args.depths:
-        param_rows += parameter_rows(depth)
-    print("\n".join(param_rows), flush=True)
-    for depth in args.depths:
-        for size in sizes:
-            results = {}
-            for name in args.models:
-                print(f"inference: {name} R-{depth} {size[0]}x{size[1]} ...", flush=True)
-                results[name] = r = run_child("infer", name, depth, args, size=size)
-                ratio = (f"{r['time'] / results['DeepMask']['time']:.2f}"
-                         if "DeepMask" in results and not name.startswith("RPN") else "")
-                infer_rows.append(
-                    f"| {name} | R-{depth} | {size[0]}x{size[1]} | {r['time']:.3f} | "
-                    f"{r['trunk']:.3f} | {r['time'] / r['trunk']:.2f} | {ratio} | "
-                    f"{r['peak_mb']:.0f} |")
-        for name in args.models:
-            if name.startswith("RPN"):
-                continue
-            batch = 32 if name in PATCH_TRAINED else 2
-            print(f"training: {name} R-{depth} ...", flush=True)
-            r = run_child("train", name, depth, args, batch=batch)
-            train_rows.append(f"| {name} | R-{depth} | {batch} | {r['per_s']:.2f} {r['unit']}/s "
-                              f"| {r['step']:.2f} | {100 * r['data_share']:.0f}% |")
-    text = (f"{env}\n\nParameters (COCO configs):\n\n" + "\n".join(param_rows)
-            + "\n\nInference (full image, the papers' scales: DeepMask/SharpMask 7 scales "
-            "2^-2.5..2^0.5, InstanceFCN 8 scales 2^-2.5..2^1, RPN short side 800):\n\n"
-            + "\n".join(infer_rows) + "\n\nTraining (COCO configs' sampling on shapes_train "
-            "images; InstanceFCN: whole images, scales 2^-2.5..2^1):\n\n"
-            + "\n".join(train_rows) + "\n")
+    text = f"{env}\n"
+    if not args.skip_speed:
+        text += "\n" + speed_tables(args, sizes)
+    if args.recall_weights:
+        text += "\n" + recall_table(args)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     from sharpmask.utils.atomic_io import atomic_open
     with atomic_open(args.output, "w") as f:
