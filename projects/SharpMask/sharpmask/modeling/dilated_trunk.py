@@ -10,6 +10,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
+from .trunk import use_channels_last
+
 STRIDE = 8
 
 
@@ -37,4 +39,4 @@ def build_dilated_trunk(cfg):
     resnet = build_resnet_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
     dilate_stage(resnet.res4, 2)
     resnet._out_feature_strides["res4"] = STRIDE
-    return resnet
+    return use_channels_last(resnet) if cfg.MODEL.CHANNELS_LAST else resnet
