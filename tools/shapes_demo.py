@@ -46,21 +46,48 @@ def table(results):
 PATCH_METRICS = ["mean_iou", "recall@0.5", "recall@0.7", "score_accuracy"]
 
 
-def patch_table(models, cfgs):
+def patch_metrics(models, cfgs):
     """The patch evaluation (TEST.PATCH_EVAL's fixed held-out shapes_val patches) of each final
     DeepMask/SharpMask: mask IoU and recall, score accuracy."""
-    rows = []
-    for name, cfg in cfgs.items():
-        if cfg.MODEL.META_ARCHITECTURE not in PATCH_TRAINED_META_ARCHITECTURES:
-            continue
-        evaluator = PatchEvaluator(cfg, cfg.DATASETS.TEST, cfg.TEST.PATCH_EVAL.NUM_PATCHES,
-                                   cfg.TEST.PATCH_EVAL.SEED)
-        metrics = evaluator.evaluate(models[name])
-        rows.append(f"| {name} | " + " | ".join(f"{metrics[m]:.1f}" for m in PATCH_METRICS)
-                    + " |")
+    return {name: PatchEvaluator(cfg, cfg.DATASETS.TEST, cfg.TEST.PATCH_EVAL.NUM_PATCHES,
+                                 cfg.TEST.PATCH_EVAL.SEED).evaluate(models[name])
+            for name, cfg in cfgs.items()
+            if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES}
+
+
+def patch_table(patch):
     head = ("| method | patch mask IoU (mean) | recall@0.5 | recall@0.7 | score accuracy |\n"
             "|---|---:|---:|---:|---:|")
+    rows = [f"| {name} | " + " | ".join(f"{metrics[m]:.1f}" for m in PATCH_METRICS) + " |"
+            for name, metrics in patch.items()]
     return "\n".join([head, *rows])
+
+
+def seeds_table(runs):
+    """Mean and range over seeds of each method's main numbers, and the orderings per seed."""
+    columns = [("segm", "AR@10"), ("segm", "AR@100"), ("segm", "AR@1000"), ("bbox", "AR@100"),
+               ("patch", "mean_iou")]
+    names = list(next(iter(runs.values()))["results"])
+    lines = ["| method | " + " | ".join(
+        {"segm": "mask ", "bbox": "box ", "patch": "patch "}[t] + m.replace("mean_iou", "IoU")
+        for t, m in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name in names:
+        cells = []
+        for t, m in columns:
+            values = [run["patch" if t == "patch" else "results"].get(name, {}) for run in
+                      runs.values()]
+            values = [v[m] if t == "patch" else v[t][m] for v in values if v]
+            cells.append(f"{np.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+                         if values else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for seed, run in runs.items():
+        ar = {n: run["results"][n]["segm"]["AR@100"] for n in names}
+        ratios = ", ".join(f"{n}/DeepMask {ar[n] / ar['DeepMask']:.2f}" for n in names
+                           if n != "DeepMask")
+        lines.append(f"- seed {seed}: mask AR@100 " + ", ".join(f"{n} {v:.1f}"
+                     for n, v in ar.items()) + f" ({ratios}); {run['minutes']:.1f} min")
+    return "\n".join(lines)
 
 
 def draw_proposals(models, cfg, path, top_k=10):
@@ -105,42 +132,32 @@ def plot_curves(output_dir, names):
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="output/demo", help="folder for everything")
-    parser.add_argument("--all", action="store_true", help="also train InstanceFCN")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
-    args = parser.parse_args()
-    output_dir = prepare_output(args.output)
+def run_demo(output_dir, opts, all_methods, command):
+    """Train and evaluate the demo's methods into `output_dir`; write results.md and the
+    pictures there. Returns {"results", "patch", "minutes"}."""
     start = time.time()
-    print("Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
-    DatasetCatalog.get("shapes_train")
-    DatasetCatalog.get("shapes_val")
-
     results, models = {}, {}
-    deepmask_cfg = build_demo_cfg("DeepMask", output_dir, list(args.opts))
+    deepmask_cfg = build_demo_cfg("DeepMask", output_dir, opts)
     models["DeepMask"] = train_with_progress(deepmask_cfg, "DeepMask")
     deepmask_weights = os.path.join(deepmask_cfg.OUTPUT_DIR, "model_final.pth")
-    sharpmask_cfg = build_demo_cfg("SharpMask", output_dir, list(args.opts) + [
+    sharpmask_cfg = build_demo_cfg("SharpMask", output_dir, opts + [
         "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
     models["SharpMask"] = train_with_progress(sharpmask_cfg, "SharpMask")
     cfgs = {"DeepMask": deepmask_cfg, "SharpMask": sharpmask_cfg}
-    if args.all:
-        cfgs["InstanceFCN"] = build_demo_cfg("InstanceFCN", output_dir, list(args.opts))
+    if all_methods:
+        cfgs["InstanceFCN"] = build_demo_cfg("InstanceFCN", output_dir, opts)
         models["InstanceFCN"] = train_with_progress(cfgs["InstanceFCN"], "InstanceFCN")
     for name, cfg in cfgs.items():
         DetectionCheckpointer(models[name]).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
         results[name] = evaluate_with_progress(cfg, models[name], name)
-
-    text = table(results)
-    text += ("\n\nPatch evaluation of the final models (%, "
-             f"{deepmask_cfg.TEST.PATCH_EVAL.NUM_PATCHES} held-out shapes_val patches of each "
-             f"kind):\n\n{patch_table(models, cfgs)}")
+    patch = patch_metrics(models, cfgs)
     minutes = (time.time() - start) / 60
-    command = "make demo-all" if args.all else "make demo"
+    text = (f"{table(results)}\n\nPatch evaluation of the final models (%, "
+            f"{deepmask_cfg.TEST.PATCH_EVAL.NUM_PATCHES} held-out shapes_val patches of each "
+            f"kind):\n\n{patch_table(patch)}")
     with atomic_open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write(f"Proposal recall (%) on shapes_val (200 images), `{command}`, "
-                f"{minutes:.1f} min on this machine\n\n{text}\n")
+                f"{minutes:.1f} min on this machine (seed {deepmask_cfg.SEED})\n\n{text}\n")
     draw_proposals(models, sharpmask_cfg, os.path.join(output_dir, "top_proposals.png"))
     plot_curves(output_dir, list(results))
     print(f"\nProposal recall (%) on shapes_val (200 images):\n\n{text}\n")
@@ -148,6 +165,36 @@ def main():
     print("  results.md, top_proposals.png, ar_vs_num_proposals.png, log.txt, and per model "
           f"{', '.join(n.lower() + '/' for n in cfgs)} (checkpoints, inference/shapes_val/ "
           "metrics, proposals, plots)")
+    return {"results": results, "patch": patch, "minutes": minutes}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="output/demo", help="folder for everything")
+    parser.add_argument("--all", action="store_true", help="also train InstanceFCN")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="run the demo once per seed (in seed_<n>/) and summarise the "
+                        "spread in seeds.md; default: the configs' seed, once")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
+    args = parser.parse_args()
+    output_dir = prepare_output(args.output)
+    print("Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
+    DatasetCatalog.get("shapes_train")
+    DatasetCatalog.get("shapes_val")
+    command = "make demo-all" if args.all else "make demo"
+    if not args.seeds:
+        run_demo(output_dir, list(args.opts), args.all, command)
+        return
+    runs = {}
+    for seed in args.seeds:
+        print(f"\n=== seed {seed} ===", flush=True)
+        runs[seed] = run_demo(os.path.join(output_dir, f"seed_{seed}"),
+                              list(args.opts) + ["SEED", seed], args.all, command)
+    text = (f"`{command}` over seeds {', '.join(map(str, args.seeds))}: mean (min-max) on "
+            f"shapes_val (200 images), %\n\n{seeds_table(runs)}\n")
+    with atomic_open(os.path.join(output_dir, "seeds.md"), "w") as f:
+        f.write(text)
+    print("\n" + text)
 
 
 if __name__ == "__main__":

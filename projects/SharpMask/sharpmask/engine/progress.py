@@ -71,7 +71,8 @@ class ProgressEvaluator(DatasetEvaluator):
 
 def prepare_output(folder):
     """Create the demo's folder (returned as an absolute path), send detectron2's, our and
-    fvcore's logs to its log.txt only (not the console), and use every CPU core."""
+    fvcore's logs to its log.txt only (not the console), and use every CPU core (or
+    OMP_NUM_THREADS when set)."""
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
     for name in ("detectron2", "sharpmask", "fvcore"):
@@ -79,7 +80,7 @@ def prepare_output(folder):
         logging.getLogger(name).handlers = [
             h for h in logging.getLogger(name).handlers
             if getattr(h, "stream", None) not in (sys.stdout, sys.stderr)]
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1)
     return folder
 
 
