@@ -40,7 +40,7 @@ demo: install
 demo-all: install
 	$(PY) tools/shapes_demo.py --all --output output/demo_all
 
-# Learning curves: each method trained 4x longer than make demo, evaluated at 6 checkpoints.
+# Learning curves: each method trained far longer than make demo, evaluated at 6 checkpoints.
 convergence: install
 	$(PY) tools/convergence.py --output output/convergence
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """`make convergence`: learning curves of the shapes proposal networks, far past the demo.
 
-Each method is trained with its `make demo` config for `--factor` times the demo's iterations
-(the lr steps scaled alike; SharpMask on top of this run's final DeepMask), with a checkpoint
-every `1 / --points` of the run. Every checkpoint is then evaluated on shapes_val: mask and box
+Each method is trained with its `make demo` config but a long schedule (LONG_RUNS: 4x the
+demo's first schedules, 420 and 180 iterations; SharpMask on top of this run's final DeepMask),
+with a checkpoint every `1 / --points` of the run. Every checkpoint is then evaluated on shapes_val: mask and box
 AR@10/100/1000 (our evaluator) and, for DeepMask/SharpMask, the patch mask IoU
 (TEST.PATCH_EVAL's fixed held-out patches). Writes curves.json (one entry per checkpoint,
 written as soon as it is measured), curves.md (the table) and convergence.png (AR@100 and patch
@@ -33,14 +33,16 @@ from sharpmask.utils.atomic_io import atomic_open  # noqa: E402
 METRICS = [("segm", "AR@10"), ("segm", "AR@100"), ("segm", "AR@1000"), ("bbox", "AR@100")]
 
 
-def long_run_opts(name, factor, points, seed):
-    """Config overrides that stretch the demo's schedule of `name` by `factor`."""
-    demo = build_demo_cfg(name, "/tmp", [])
-    max_iter = demo.SOLVER.MAX_ITER * factor
-    steps = tuple(s * factor for s in demo.SOLVER.STEPS)
-    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", steps,
+# (iterations, lr step) of each method's long run.
+LONG_RUNS = {"DeepMask": (1680, 1440), "SharpMask": (720, 600), "InstanceFCN": (1680, 1440)}
+
+
+def long_run_opts(name, points, seed):
+    """Config overrides for the long run of `name`, and the demo's length (for the plot)."""
+    max_iter, step = LONG_RUNS[name]
+    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", (step,),
             "SOLVER.CHECKPOINT_PERIOD", max_iter // points, "TEST.PATCH_EVAL.PERIOD", 0,
-            "SEED", seed], demo.SOLVER.MAX_ITER
+            "SEED", seed], build_demo_cfg(name, "/tmp", []).SOLVER.MAX_ITER
 
 
 def checkpoints(cfg):
@@ -103,7 +105,6 @@ def main():
     parser.add_argument("--output", default="output/convergence", help="folder for everything")
     parser.add_argument("--methods", nargs="+", default=["DeepMask", "SharpMask", "InstanceFCN"],
                         choices=["DeepMask", "SharpMask", "InstanceFCN"])
-    parser.add_argument("--factor", type=int, default=4, help="times the demo's iterations")
     parser.add_argument("--points", type=int, default=6, help="checkpoints evaluated per run")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
@@ -118,13 +119,13 @@ def main():
             curves = json.load(f)
     demo_iters = {}
     for name in args.methods:
-        opts, demo_iters[name] = long_run_opts(name, args.factor, args.points, args.seed)
+        opts, demo_iters[name] = long_run_opts(name, args.points, args.seed)
         if name == "SharpMask":
             opts += ["MODEL.SHARPMASK.DEEPMASK_WEIGHTS",
                      os.path.join(output_dir, "deepmask", "model_final.pth")]
         cfg = build_demo_cfg(name, output_dir, opts + list(args.opts))
         start = time.time()
-        model = train_with_progress(cfg, f"{name} x{args.factor}")
+        model = train_with_progress(cfg, f"{name} ({cfg.SOLVER.MAX_ITER} iterations)")
         seconds_per_iter = (time.time() - start) / cfg.SOLVER.MAX_ITER
         entries = curves.setdefault(name, {})
         for iteration, path in checkpoints(cfg):
