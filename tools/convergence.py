@@ -3,8 +3,9 @@
 
 Each method is trained with its `make demo` config but a long schedule (LONG_RUNS: 4x the
 demo's first schedules, 420 and 180 iterations; SharpMask on top of this run's final DeepMask),
-with a checkpoint every `1 / --points` of the run. Every checkpoint is then evaluated on shapes_val: mask and box
-AR@10/100/1000 (our evaluator) and, for DeepMask/SharpMask, the patch mask IoU
+with a checkpoint every `1 / --points` of the run. Every checkpoint is then evaluated on
+shapes_val: mask and box AR@10/100/1000 (our evaluator) and, for DeepMask/SharpMask, the patch
+mask IoU
 (TEST.PATCH_EVAL's fixed held-out patches). Writes curves.json (one entry per checkpoint,
 written as soon as it is measured), curves.md (the table) and convergence.png (AR@100 and patch
 IoU against iterations, the demo's length marked).
