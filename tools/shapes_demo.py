@@ -158,6 +158,9 @@ def run_demo(output_dir, opts, all_methods, command):
     with atomic_open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write(f"Proposal recall (%) on shapes_val (200 images), `{command}`, "
                 f"{minutes:.1f} min on this machine (seed {deepmask_cfg.SEED})\n\n{text}\n")
+    summary = {"results": results, "patch": patch, "minutes": minutes}
+    with atomic_open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
     draw_proposals(models, sharpmask_cfg, os.path.join(output_dir, "top_proposals.png"))
     plot_curves(output_dir, list(results))
     print(f"\nProposal recall (%) on shapes_val (200 images):\n\n{text}\n")
@@ -165,7 +168,7 @@ def run_demo(output_dir, opts, all_methods, command):
     print("  results.md, top_proposals.png, ar_vs_num_proposals.png, log.txt, and per model "
           f"{', '.join(n.lower() + '/' for n in cfgs)} (checkpoints, inference/shapes_val/ "
           "metrics, proposals, plots)")
-    return {"results": results, "patch": patch, "minutes": minutes}
+    return summary
 
 
 def main():
@@ -173,8 +176,9 @@ def main():
     parser.add_argument("--output", default="output/demo", help="folder for everything")
     parser.add_argument("--all", action="store_true", help="also train InstanceFCN")
     parser.add_argument("--seeds", type=int, nargs="+",
-                        help="run the demo once per seed (in seed_<n>/) and summarise the "
-                        "spread in seeds.md; default: the configs' seed, once")
+                        help="run the demo once per seed (in seed_<n>/; a seed whose "
+                        "summary.json exists is not run again) and summarise the spread in "
+                        "seeds.md; default: the configs' seed, once")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
     args = parser.parse_args()
     output_dir = prepare_output(args.output)
@@ -187,9 +191,13 @@ def main():
         return
     runs = {}
     for seed in args.seeds:
+        folder = os.path.join(output_dir, f"seed_{seed}")
+        if os.path.exists(os.path.join(folder, "summary.json")):
+            with open(os.path.join(folder, "summary.json")) as f:
+                runs[seed] = json.load(f)
+            continue
         print(f"\n=== seed {seed} ===", flush=True)
-        runs[seed] = run_demo(os.path.join(output_dir, f"seed_{seed}"),
-                              list(args.opts) + ["SEED", seed], args.all, command)
+        runs[seed] = run_demo(folder, list(args.opts) + ["SEED", seed], args.all, command)
     text = (f"`{command}` over seeds {', '.join(map(str, args.seeds))}: mean (min-max) on "
             f"shapes_val (200 images), %\n\n{seeds_table(runs)}\n")
     with atomic_open(os.path.join(output_dir, "seeds.md"), "w") as f:
