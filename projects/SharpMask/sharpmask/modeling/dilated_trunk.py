@@ -39,4 +39,4 @@ def build_dilated_trunk(cfg):
     resnet = build_resnet_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
     dilate_stage(resnet.res4, 2)
     resnet._out_feature_strides["res4"] = STRIDE
-    return use_channels_last(resnet) if cfg.MODEL.CHANNELS_LAST else resnet
+    return use_channels_last(resnet) if cfg.MODEL.get("CHANNELS_LAST", False) else resnet

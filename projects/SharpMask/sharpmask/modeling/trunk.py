@@ -66,4 +66,4 @@ def build_proposal_trunk(cfg):
     cfg.defrost()
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4"]
     trunk = ProposalTrunk(build_resnet_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))))
-    return use_channels_last(trunk) if cfg.MODEL.CHANNELS_LAST else trunk
+    return use_channels_last(trunk) if cfg.MODEL.get("CHANNELS_LAST", False) else trunk
