@@ -1,4 +1,5 @@
-"""SOLVER.AMP.ENABLED on a CPU: the proposal networks train under bfloat16 autocast."""
+"""SOLVER.AMP.ENABLED on a CPU: the proposal networks train under bfloat16 autocast; TEST.AMP:
+they infer under it and rank in float32."""
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -6,11 +7,8 @@ from detectron2.config import get_cfg
 from sharpmask import add_sharpmask_config
 from sharpmask.engine import merge_config
 from sharpmask.engine.amp import CPUAMPTrainer
+from sharpmask.engine.progress import SHAPES_DEMO_CONFIGS as CONFIGS
 from sharpmask.engine.trainer import Trainer
-
-CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
-           "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml",
-           "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
 
 
 @pytest.mark.parametrize("method", sorted(CONFIGS))

@@ -54,14 +54,13 @@ def checkpoints(cfg):
     return found + [(max_iter, os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))]
 
 
-def evaluate_checkpoint(cfg, model, path, name, iteration):
+def evaluate_checkpoint(cfg, model, patch_evaluator, path, name, iteration):
     DetectionCheckpointer(model).load(path)
     folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"iter_{iteration}")
     results = evaluate_with_progress(cfg, model, f"{name} @ {iteration}", folder)
     entry = {t: {m: results[t][m] for tt, m in METRICS if tt == t} for t in ("segm", "bbox")}
-    if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES:
-        entry["patch"] = PatchEvaluator(cfg, cfg.DATASETS.TEST, cfg.TEST.PATCH_EVAL.NUM_PATCHES,
-                                        cfg.TEST.PATCH_EVAL.SEED).evaluate(model)
+    if patch_evaluator is not None:
+        entry["patch"] = patch_evaluator.evaluate(model)
     return entry
 
 
@@ -129,10 +128,13 @@ def main():
         model = train_with_progress(cfg, f"{name} ({cfg.SOLVER.MAX_ITER} iterations)")
         seconds_per_iter = (time.time() - start) / cfg.SOLVER.MAX_ITER
         entries = curves.setdefault(name, {})
+        patch_evaluator = PatchEvaluator(
+            cfg, cfg.DATASETS.TEST, cfg.TEST.PATCH_EVAL.NUM_PATCHES, cfg.TEST.PATCH_EVAL.SEED) \
+            if cfg.MODEL.META_ARCHITECTURE in PATCH_TRAINED_META_ARCHITECTURES else None
         for iteration, path in checkpoints(cfg):
             if str(iteration) in entries:
                 continue
-            entry = evaluate_checkpoint(cfg, model, path, name, iteration)
+            entry = evaluate_checkpoint(cfg, model, patch_evaluator, path, name, iteration)
             # Training minutes at this checkpoint, from this run's time per iteration (a resumed
             # run's earlier part is timed by its later part).
             entry["train_minutes"] = iteration * seconds_per_iter / 60
