@@ -11,7 +11,6 @@ from typing import Iterator, List, Sequence, Tuple
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-import torch.nn.functional as F
 from detectron2.structures import BitMasks
 
 
@@ -70,12 +69,16 @@ class WindowedMasks:
     def _paste_regions(self, index: torch.Tensor):
         """Binarised masks `index` sampled over their windows, clipped to the image.
 
-        All windows of one size are pasted in one `grid_sample` call, sampling each mask at
-        the pixel centres of a fixed-size span of the image that covers its window (Mask
-        R-CNN's pasting: bilinear, zero outside the mask).
-        Yields (indices (n,), regions (n, h, w) bool, x offsets (n,), y offsets (n,)).
+        Mask R-CNN's pasting (bilinear sampling at the pixel centres, zero outside the mask),
+        computed separably: bilinear weights factor into a row and a column term, so a mask
+        pasted over an h x w span is Wx @ M^T @ Wy^T with (w, S) and (S, h) weight matrices, a
+        batched matmul for all windows of one size instead of an (h, w) grid_sample.
+        Yields (indices (n,), regions (n, h, w) bool, x offsets (n,), y offsets (n,)); a
+        region is a transposed view of a contiguous (n, w, h) tensor, i.e. column-major like
+        pycocotools' canvases.
         """
         height, width = self.image_size
+        size = self.masks.shape[-1]
         windows = self.windows[index]
         sizes = torch.round((windows[:, 2:] - windows[:, :2]) * 1e3)
         _, group_of = torch.unique(sizes, dim=0, return_inverse=True)
@@ -83,7 +86,7 @@ class WindowedMasks:
             members = (group_of == g).nonzero().flatten()
             # Bilinear sampling reaches up to one mask cell past the window's edges.
             win_w, win_h = (float(v) for v in windows[members[0], 2:] - windows[members[0], :2])
-            cell_x, cell_y = win_w / self.masks.shape[-1], win_h / self.masks.shape[-2]
+            cell_x, cell_y = win_w / size, win_h / size
             span_w = min(width, int(math.ceil(win_w + 2 * cell_x)) + 2)
             span_h = min(height, int(math.ceil(win_h + 2 * cell_y)) + 2)
             per_call = max(1, int(2e7 // (span_w * span_h)))
@@ -92,16 +95,11 @@ class WindowedMasks:
                 win = windows[part]
                 x_off = torch.clamp(torch.floor(win[:, 0] - cell_x) - 1, 0, width - span_w).long()
                 y_off = torch.clamp(torch.floor(win[:, 1] - cell_y) - 1, 0, height - span_h).long()
-                xs = torch.arange(span_w, device=win.device)[None, :] + x_off[:, None] + 0.5
-                ys = torch.arange(span_h, device=win.device)[None, :] + y_off[:, None] + 0.5
-                gx = (xs - win[:, 0:1]) / (win[:, 2:3] - win[:, 0:1]) * 2 - 1  # (n, span_w)
-                gy = (ys - win[:, 1:2]) / (win[:, 3:4] - win[:, 1:2]) * 2 - 1  # (n, span_h)
-                grid = torch.stack([gx[:, None, :].expand(-1, span_h, -1),
-                                    gy[:, :, None].expand(-1, -1, span_w)], dim=3)
-                sampled = F.grid_sample(self.masks[index[part]][:, None].float(), grid,
-                                        mode="bilinear", padding_mode="zeros",
-                                        align_corners=False)[:, 0]
-                yield part, sampled >= self.threshold, x_off, y_off
+                weights_x = _bilinear_weights(x_off, span_w, win[:, 0], win[:, 2], size)
+                weights_y = _bilinear_weights(y_off, span_h, win[:, 1], win[:, 3], size)
+                masks = self.masks[index[part]].float()
+                sampled = weights_x @ masks.transpose(1, 2) @ weights_y.transpose(1, 2)
+                yield part, (sampled >= self.threshold).transpose(1, 2), x_off, y_off
 
     def iter_pasted(self, chunk_size: int = 100) -> Iterator[torch.Tensor]:
         """Yield (n <= chunk_size, H, W) bool image masks, in order."""
@@ -169,6 +167,16 @@ class WindowedMasks:
     def __repr__(self) -> str:
         return (f"WindowedMasks(num={len(self)}, mask_size={tuple(self.masks.shape[1:])}, "
                 f"image_size={self.image_size}, threshold={self.threshold})")
+
+
+def _bilinear_weights(offsets, span, lo, hi, size):
+    """(n, span, size) weights of the mask cells for pixels offsets + 0 .. span - 1 of a
+    window [lo, hi) holding `size` cells: bilinear interpolation at the pixel centres, zero
+    past the mask's edges (grid_sample's align_corners=False, padding "zeros")."""
+    pixels = torch.arange(span, device=offsets.device)[None, :] + offsets[:, None] + 0.5
+    cells = (pixels - lo[:, None]) / (hi - lo)[:, None] * size - 0.5  # (n, span)
+    grid = torch.arange(size, device=offsets.device, dtype=cells.dtype)
+    return torch.clamp(1 - (cells[:, :, None] - grid).abs(), min=0)
 
 
 def _encode_bool_masks(masks: torch.Tensor) -> List[dict]:
