@@ -138,3 +138,59 @@ def test_coco_open_world_configs_train_on_voc_and_report_unseen(repo_root, metho
     cfg.DATASETS.TRAIN = ("shapes_train_seen",)
     assert seen_categories(cfg, "shapes_val") == sorted(SHAPES_SEEN_CATEGORIES)
     assert cfg.TEST.PATCH_EVAL.PERIOD == 0  # no checkpoint chosen on val (unseen) patches
+
+
+def test_class_agnostic_split_is_the_seen_objects_in_one_class():
+    from sharpmask.engine.evaluators import seen_categories
+
+    seen = DatasetCatalog.get("shapes_train_seen")
+    agnostic = DatasetCatalog.get("shapes_train_seen_agnostic")
+    assert [r["image_id"] for r in agnostic] == [r["image_id"] for r in seen]
+    for a, b in zip(agnostic, seen):
+        assert [x["bbox"] for x in a["annotations"]] == [x["bbox"] for x in b["annotations"]]
+        assert all(x["category_id"] == 0 for x in a["annotations"])
+    assert {x["category_id"] for r in seen for x in r["annotations"]} == {
+        SHAPES_CATEGORIES.index(c) for c in SHAPES_SEEN_CATEGORIES}
+    assert MetadataCatalog.get("shapes_train_seen_agnostic").thing_classes == ["object"]
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg.DATASETS.TRAIN = ("shapes_train_seen_agnostic",)
+    assert seen_categories(cfg, "shapes_val") == sorted(SHAPES_SEEN_CATEGORIES)
+
+
+def test_class_agnostic_mask_rcnn_detections_are_evaluated_as_proposals(repo_root, tmp_path):
+    """The open-world Mask R-CNN config's evaluator takes {"instances"} (detections of any
+    class, ranked by score) and matches pycocotools on all / seen / unseen ground truth."""
+    import numpy as np
+    import torch
+    from detectron2.structures import Boxes, Instances
+    from pycocotools.coco import COCO
+
+    from coco_helpers import gt_masks, perturbed_proposals, results_list
+    from sharpmask.engine.config_checks import merge_config
+
+    cfg = get_cfg()
+    add_sharpmask_config(cfg)
+    cfg = merge_config(cfg, str(repo_root / "configs/shapes/"
+                                "mask_rcnn_R18_FPN_shapes_class_agnostic.yaml"), [])
+    evaluator = build_evaluator(cfg, "shapes_val_mini", str(tmp_path / "eval"))
+    json_file = MetadataCatalog.get("shapes_val_mini").json_file
+    coco, rng = COCO(json_file), np.random.default_rng(5)
+    evaluator.reset()
+    reference, ids = [], sorted(coco.imgs)
+    for image_id in ids:
+        h, w = coco.imgs[image_id]["height"], coco.imgs[image_id]["width"]
+        masks, scores = perturbed_proposals(gt_masks(coco, image_id), h, w, rng)
+        detections = Instances((h, w), pred_masks=torch.from_numpy(masks).bool(),
+                               scores=torch.from_numpy(scores),
+                               pred_boxes=Boxes(torch.zeros(len(masks), 4)),
+                               pred_classes=torch.zeros(len(masks), dtype=torch.long))
+        evaluator.process([{"image_id": image_id}], [{"instances": detections}])
+        reference += results_list(image_id, masks, scores)
+    metrics = evaluator.evaluate()
+    unseen = [c for c in SHAPES_CATEGORIES if c not in SHAPES_SEEN_CATEGORIES]
+    assert_matches_cocoeval(metrics, json_file, reference, ids)
+    for suffix, names in (("_seen", SHAPES_SEEN_CATEGORIES), ("_unseen", unseen)):
+        assert_matches_cocoeval(
+            metrics, _filtered_json(json_file, names, tmp_path / f"{suffix}.json"),
+            reference, ids, suffix=suffix)

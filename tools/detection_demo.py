@@ -35,6 +35,7 @@ from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
+from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 from sharpmask.engine.progress import evaluate_with_progress, prepare_output, train_with_progress
 from sharpmask.evaluation import (SegmentProposalEvaluator, ap_at_iou_thresholds,
                                   predict_masks_for_ground_truth)
@@ -82,11 +83,7 @@ def train_detector(output_dir, proposal_models):
     of its backbone only)."""
     trunk = os.path.join(output_dir, "deepmask_trunk_R18.pth")
     if not os.path.exists(trunk):
-        deepmask = torch.load(network_weights(proposal_models, "DeepMask"), map_location="cpu",
-                              weights_only=False)["model"]
-        prefix = "trunk.resnet."  # DeepMask's ResNet -> the FPN backbone's bottom-up ResNet
-        save_weights({"backbone.bottom_up." + k[len(prefix):]: v for k, v in deepmask.items()
-                      if k.startswith(prefix) and not k.endswith("num_batches_tracked")}, trunk)
+        save_deepmask_trunk_as_fpn_bottom_up(network_weights(proposal_models, "DeepMask"), trunk)
     cfg = load_cfg(DETECTOR, ["MODEL.WEIGHTS", trunk, "MODEL.WEIGHTS_ALLOW_PARTIAL", "True",
                               "OUTPUT_DIR", os.path.join(output_dir, "faster_rcnn")])
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")

@@ -188,4 +188,8 @@ def add_sharpmask_config(cfg):
     # the categories of DATASETS.TRAIN when those are category subsets (coco_2017_train_voc,
     # register_category_subset), else no split.
     _C.TEST.SEGMENT_PROPOSALS.SEEN_CATEGORIES = []
+    # Evaluate a detector's detections (e.g. a class-agnostic Mask R-CNN's, the open-world
+    # papers' baseline) as segment proposals, ranked by score, instead of by COCO AP. Set
+    # TEST.DETECTIONS_PER_IMAGE to 1000 and MODEL.ROI_HEADS.SCORE_THRESH_TEST to 0 with it.
+    _C.TEST.SEGMENT_PROPOSALS.DETECTIONS_AS_PROPOSALS = False
     return cfg

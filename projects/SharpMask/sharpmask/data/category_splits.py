@@ -47,9 +47,11 @@ def keep_annotations_of(dicts, contiguous_ids):
             for record in dicts]
 
 
-def register_category_subset(name, source, categories=None, exclude=None):
+def register_category_subset(name, source, categories=None, exclude=None, check_files=True):
     """Register `name`: the images of the registered dataset `source` with only the annotations
     of `categories` (names), or of all categories but `exclude`. One of the two is given.
+    `check_files`: refuse a missing annotation file or image folder with a clear message
+    before loading (False for a source that writes its files on first load, like shapes).
 
     The split shares the source's metadata (json_file, image_root, thing_classes and ids), with
     `ground_truth_categories` added, so evaluation and training see the same objects.
@@ -73,12 +75,39 @@ def register_category_subset(name, source, categories=None, exclude=None):
 
     def load():
         meta = MetadataCatalog.get(source)  # now: the source may have been registered again
-        check_dataset_files(name, meta.get("json_file", None), meta.get("image_root", None))
+        if check_files:
+            check_dataset_files(name, meta.get("json_file", None), meta.get("image_root", None))
         return keep_annotations_of(DatasetCatalog.get(source), kept_ids)
 
     register_validated(name, load)
     fields = {k: v for k, v in source_meta.as_dict().items() if k != "name"}
     MetadataCatalog.get(name).set(**fields, ground_truth_categories=kept, source_dataset=source)
+
+
+def register_class_agnostic(name, source):
+    """Register `name`: the registered dataset `source` with every object in one class,
+    "object" (category 0), to train class-agnostic detectors (the Mask R-CNN and RPN baselines
+    of the open-world papers). For training only: its metadata has no COCO json to evaluate
+    against; evaluate on the source dataset, as a proposal method (DetectionsAsProposals)."""
+    if not MetadataCatalog.get(source).get("thing_classes", None):
+        raise ValueError(f"register_class_agnostic({name!r}): the source dataset {source!r} "
+                         "has no thing_classes in its metadata; register it first")
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+    def load():
+        return [{**record, "annotations": [{**a, "category_id": 0}
+                                           for a in record.get("annotations", [])]}
+                for record in DatasetCatalog.get(source)]
+
+    register_validated(name, load)
+    source_meta = MetadataCatalog.get(source)
+    annotated = source_meta.get("ground_truth_categories", None) or source_meta.thing_classes
+    # ground_truth_categories: which categories' objects are annotated (the evaluator infers
+    # the seen categories of a model trained on this dataset from it).
+    MetadataCatalog.get(name).set(thing_classes=["object"], source_dataset=source,
+                                  ground_truth_categories=list(annotated))
 
 
 def register_coco_open_world_splits():

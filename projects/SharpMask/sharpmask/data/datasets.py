@@ -12,7 +12,8 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .shapes import CATEGORIES, SPLITS, ensure_shapes_split, shapes_split_paths
-from .category_splits import register_category_subset, register_coco_open_world_splits
+from .category_splits import (register_category_subset, register_class_agnostic,
+                              register_coco_open_world_splits)
 from .coco_scale import register_coco_scale
 from .validation import check_dataset_files, register_validated, validate_catalog
 
@@ -26,13 +27,16 @@ SHAPES_SUBSETS = {"shapes_train_200": ("train", 200)}
 SHAPES_SEEN_CATEGORIES = ("ellipse", "triangle", "star", "ring")
 SHAPES_OPEN_WORLD_SPLITS = {"shapes_train_seen": ("shapes_train", True),
                             "shapes_val_unseen": ("shapes_val", False)}
+# The seen training objects in one class, for the class-agnostic Mask R-CNN / RPN baselines.
+SHAPES_CLASS_AGNOSTIC = {"shapes_train_seen_agnostic": "shapes_train_seen"}
 COCO_VAL5K = "coco_2014_val_first5k"
 COCO_VAL5K_SIZE = 5000
 
 
 def generated_dataset_names():
     """Datasets whose files are generated on first use (so not checked for at start)."""
-    return set(SHAPES_DATASETS) | set(SHAPES_SUBSETS) | set(SHAPES_OPEN_WORLD_SPLITS)
+    return (set(SHAPES_DATASETS) | set(SHAPES_SUBSETS) | set(SHAPES_OPEN_WORLD_SPLITS)
+            | set(SHAPES_CLASS_AGNOSTIC))
 
 
 def shapes_root():
@@ -64,8 +68,10 @@ def register_shapes(root):
             thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(CATEGORIES))},
         )
     for name, (source, seen) in SHAPES_OPEN_WORLD_SPLITS.items():
-        register_category_subset(name, source, **{"categories" if seen else "exclude":
-                                                  SHAPES_SEEN_CATEGORIES})
+        register_category_subset(name, source, check_files=False,  # generated on first use
+                                 **{"categories" if seen else "exclude": SHAPES_SEEN_CATEGORIES})
+    for name, source in SHAPES_CLASS_AGNOSTIC.items():
+        register_class_agnostic(name, source)
 
 
 def _load_coco_val5k(json_file, image_root, name):

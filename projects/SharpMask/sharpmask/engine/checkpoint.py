@@ -36,3 +36,17 @@ class AtomicCheckpointer(DetectionCheckpointer):
             return super().tag_last_checkpoint(last_filename_basename)
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
+
+
+def save_deepmask_trunk_as_fpn_bottom_up(deepmask_weights, path):
+    """Write the ResNet trunk of a DeepMask checkpoint (stem, res2-res4) as the bottom-up
+    ResNet of a detectron2 FPN backbone (`backbone.bottom_up.*`), to start a detector on
+    `shapes` from it where a COCO detector starts from ImageNet weights."""
+    state = torch.load(deepmask_weights, map_location="cpu", weights_only=False)["model"]
+    prefix = "trunk.resnet."
+    trunk = {"backbone.bottom_up." + k[len(prefix):]: v for k, v in state.items()
+             if k.startswith(prefix) and not k.endswith("num_batches_tracked")}
+    if not trunk:
+        raise ValueError(f"{deepmask_weights} holds no DeepMask trunk ({prefix}* weights)")
+    with atomic_open(path, "wb") as f:
+        torch.save({"model": trunk}, f)

@@ -3,7 +3,7 @@ detectors."""
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
-from ..evaluation import SegmentProposalEvaluator
+from ..evaluation import DetectionsAsProposals, SegmentProposalEvaluator
 
 # Meta-architectures whose outputs are {"proposals": Instances}.
 PROPOSAL_META_ARCHITECTURES = {"DeepMask", "SharpMask", "InstanceFCN", "ProposalNetwork"}
@@ -24,14 +24,16 @@ def seen_categories(cfg, dataset_name):
 
 
 def build_evaluator(cfg, dataset_name, output_folder):
-    if cfg.MODEL.META_ARCHITECTURE in PROPOSAL_META_ARCHITECTURES:
-        opts = cfg.TEST.SEGMENT_PROPOSALS
-        return SegmentProposalEvaluator(
+    opts = cfg.TEST.SEGMENT_PROPOSALS
+    detections = opts.DETECTIONS_AS_PROPOSALS
+    if cfg.MODEL.META_ARCHITECTURE in PROPOSAL_META_ARCHITECTURES or detections:
+        evaluator = SegmentProposalEvaluator(
             dataset_name, output_folder, max_proposals=opts.MAX_PROPOSALS,
             dump_proposals=opts.DUMP_PROPOSALS, paste_chunk_size=opts.PASTE_CHUNK_SIZE,
             label=cfg.MODEL.META_ARCHITECTURE,
             seen_categories=seen_categories(cfg, dataset_name),
         )
+        return DetectionsAsProposals(evaluator) if detections else evaluator
     metadata = MetadataCatalog.get(dataset_name)
     evaluator_type = metadata.get("evaluator_type", None)
     if metadata.get("ground_truth_categories", None) is not None:

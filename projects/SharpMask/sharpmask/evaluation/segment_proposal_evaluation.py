@@ -12,7 +12,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_json
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.structures import BoxMode
+from detectron2.structures import BoxMode, Instances
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from pycocotools.coco import COCO
@@ -265,3 +265,31 @@ class SegmentProposalEvaluator(DatasetEvaluator):
                 open_files[rank] = open(path, "rb")
             open_files[rank].seek(offset)
             yield open_files[rank].read(length).decode("ascii")
+
+
+class DetectionsAsProposals(DatasetEvaluator):
+    """Evaluates a detector's ``{"instances": Instances}`` outputs with a
+    SegmentProposalEvaluator: each image's detections, whatever their class, become proposals
+    ranked by score (``pred_masks`` as masks, or ``pred_boxes`` alone for a box detector).
+    This is how the open-world papers measure a class-agnostic Mask R-CNN's recall."""
+
+    def __init__(self, evaluator: SegmentProposalEvaluator):
+        self._evaluator = evaluator
+
+    def reset(self):
+        self._evaluator.reset()
+
+    def process(self, inputs, outputs):
+        converted = []
+        for out in outputs:
+            detections = out["instances"].to("cpu")
+            proposals = Instances(detections.image_size,
+                                  proposal_boxes=detections.pred_boxes,
+                                  objectness_logits=detections.scores)
+            if detections.has("pred_masks"):
+                proposals.proposal_masks = detections.pred_masks
+            converted.append({"proposals": proposals})
+        self._evaluator.process(inputs, converted)
+
+    def evaluate(self):
+        return self._evaluator.evaluate()
