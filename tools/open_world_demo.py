@@ -35,6 +35,7 @@ from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK_RCNN = "configs/shapes/mask_rcnn_R18_FPN_shapes_class_agnostic.yaml"
 SEEN_TRAIN = ["DATASETS.TRAIN", "('shapes_train_seen',)"]
+METHODS = ["DeepMask", "SharpMask", "InstanceFCN", "MaskRCNN"]  # MaskRCNN: and its RPN
 SUBSETS = (("", "all"), ("_seen", "seen"), ("_unseen", "unseen"))
 COLUMNS = [(kind, k, subset) for kind in ("segm", "bbox")
            for k, subsets in ((100, SUBSETS), (1000, SUBSETS[2:])) for subset in subsets]
@@ -91,23 +92,29 @@ def rpn_metrics(cfg):
     return cached_metrics(folder, compute)
 
 
-def run(output_dir, opts):
+def run(output_dir, opts, methods):
+    """Train and evaluate `methods` (SharpMask and the detectors also need DeepMask, which is
+    trained first if it is not there) -> ({method: metrics}, the test dataset)."""
     results = {}
     deepmask = build_demo_cfg("DeepMask", output_dir, opts + SEEN_TRAIN)
-    results["DeepMask"] = train_and_evaluate(deepmask, "DeepMask (seen)")
     deepmask_weights = os.path.join(deepmask.OUTPUT_DIR, "model_final.pth")
-    sharpmask = build_demo_cfg("SharpMask", output_dir, opts + SEEN_TRAIN + [
-        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
-    results["SharpMask"] = train_and_evaluate(sharpmask, "SharpMask (seen)")
-    results["InstanceFCN"] = train_and_evaluate(
-        build_demo_cfg("InstanceFCN", output_dir, opts + SEEN_TRAIN), "InstanceFCN (seen)")
-    trunk = os.path.join(output_dir, "deepmask_trunk_R18.pth")
-    if not os.path.exists(trunk):
-        save_deepmask_trunk_as_fpn_bottom_up(deepmask_weights, trunk)
+    if "DeepMask" in methods or set(methods) & {"SharpMask", "MaskRCNN"}:
+        results["DeepMask"] = train_and_evaluate(deepmask, "DeepMask (seen)")
+    if "SharpMask" in methods:
+        sharpmask = build_demo_cfg("SharpMask", output_dir, opts + SEEN_TRAIN + [
+            "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
+        results["SharpMask"] = train_and_evaluate(sharpmask, "SharpMask (seen)")
+    if "InstanceFCN" in methods:
+        results["InstanceFCN"] = train_and_evaluate(
+            build_demo_cfg("InstanceFCN", output_dir, opts + SEEN_TRAIN), "InstanceFCN (seen)")
     mask_rcnn = detector_cfg(output_dir, opts)
-    results["Mask R-CNN, class-agnostic (detectron2)"] = train_and_evaluate(
-        mask_rcnn, "Mask R-CNN class-agnostic (seen)")
-    results["RPN, class-agnostic (detectron2)"] = rpn_metrics(mask_rcnn)
+    if "MaskRCNN" in methods:
+        trunk = os.path.join(output_dir, "deepmask_trunk_R18.pth")
+        if not os.path.exists(trunk):
+            save_deepmask_trunk_as_fpn_bottom_up(deepmask_weights, trunk)
+        results["Mask R-CNN, class-agnostic (detectron2)"] = train_and_evaluate(
+            mask_rcnn, "Mask R-CNN class-agnostic (seen)")
+        results["RPN, class-agnostic (detectron2)"] = rpn_metrics(mask_rcnn)
     return results, mask_rcnn.DATASETS.TEST[0]
 
 
@@ -127,14 +134,22 @@ def table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="output/open_world_demo", help="folder for everything")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated, of " + ",".join(METHODS) + ": train and "
+                        "evaluate these only (e.g. InstanceFCN in a second process beside the "
+                        "rest); the table lists what has been run")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for all")
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    if set(methods) - set(METHODS):
+        parser.error(f"unknown --methods {sorted(set(methods) - set(METHODS))}; "
+                     f"choose from {','.join(METHODS)}")
     output_dir = prepare_output(args.output)
     print("Generating the shapes dataset if needed (once, about a minute) ...", flush=True)
     DatasetCatalog.get("shapes_train")
     DatasetCatalog.get("shapes_val")
     start = time.time()
-    results, test = run(output_dir, list(args.opts))
+    results, test = run(output_dir, list(args.opts), methods)
     minutes = (time.time() - start) / 60
     text = (f"Open-world proposal recall (%) on {test} ({len(DatasetCatalog.get(test))} "
             f"images): trained on the seen "
