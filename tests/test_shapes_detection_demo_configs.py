@@ -191,3 +191,30 @@ def test_masks_for_ground_truth_boxes(repo_root, config):
         assert instances.pred_classes.tolist() == [a["category_id"] for a in annotations]
         assert instances.pred_masks.shape == (len(annotations), record["height"],
                                               record["width"])
+
+
+def test_deepmask_trunk_starts_the_class_agnostic_mask_rcnn(repo_root, tmp_path):
+    """The DeepMask trunk written as an FPN bottom-up ResNet loads into the open-world Mask
+    R-CNN: stem and res2-res4 equal DeepMask's, BatchNorm statistics included."""
+    from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
+
+    torch.manual_seed(0)
+    deepmask, _ = build(repo_root, "configs/shapes/deepmask_R18_shapes.yaml")
+    with torch.no_grad():
+        for t in [*deepmask.parameters(), *deepmask.buffers()]:
+            if t.is_floating_point():  # not an initialisation either model could share
+                t.add_(torch.rand_like(t))
+    DetectionCheckpointer(deepmask, str(tmp_path)).save("deepmask")
+    save_deepmask_trunk_as_fpn_bottom_up(str(tmp_path / "deepmask.pth"), str(tmp_path / "t.pth"))
+    detector, cfg = build(repo_root, "configs/shapes/mask_rcnn_R18_FPN_shapes_class_agnostic.yaml")
+    DetectionCheckpointer(detector).load(str(tmp_path / "t.pth"))
+    theirs = deepmask.state_dict()
+    ours = {k: v for k, v in detector.state_dict().items()
+            if k.startswith("backbone.bottom_up.") and ".res5." not in k}
+    assert len(ours) > 50
+    for key, value in ours.items():
+        assert torch.equal(value, theirs["trunk.resnet." + key[len("backbone.bottom_up."):]]), key
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1 and cfg.MODEL.MASK_ON
+    with pytest.raises(ValueError, match="no DeepMask trunk"):
+        torch.save({"model": {"x": torch.zeros(1)}}, tmp_path / "other.pth")
+        save_deepmask_trunk_as_fpn_bottom_up(str(tmp_path / "other.pth"), str(tmp_path / "o.pth"))
