@@ -21,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 
 from sharpmask import add_sharpmask_config
 from sharpmask.engine import Trainer, check_config, check_weights_cover_model, merge_config
+from sharpmask.engine.ddp import shared_cpu_threads
 
 
 def setup(args):
@@ -54,5 +55,6 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     logging.getLogger(__name__).info("Command Line Args: %s", args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    with shared_cpu_threads(args.num_gpus):
+        launch(main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))

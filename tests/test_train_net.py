@@ -129,3 +129,30 @@ def test_missing_coco_files_are_named(monkeypatch, tmp_path):
     finally:
         from sharpmask.data.datasets import coco_root
         register_coco_val5k(coco_root())
+
+
+def _write_threads(folder):
+    import torch
+    from detectron2.utils import comm
+
+    with open(os.path.join(folder, f"rank{comm.get_rank()}"), "w") as f:
+        f.write(str(torch.get_num_threads()))
+
+
+def test_launched_processes_share_the_cores(tmp_path, monkeypatch):
+    """Processes started by `launch` under shared_cpu_threads each take cores / processes
+    torch threads (not every core each, which oversubscribes the CPU); an OMP_NUM_THREADS
+    given by the user wins, and the parent's environment is left as it was."""
+    from detectron2.engine import launch
+
+    from sharpmask.engine.ddp import shared_cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with shared_cpu_threads(2):
+        launch(_write_threads, 2, dist_url="auto", args=(str(tmp_path),))
+    assert "OMP_NUM_THREADS" not in os.environ
+    expected = str(max(1, os.cpu_count() // 2))
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == [expected, expected]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with shared_cpu_threads(2):
+        assert os.environ["OMP_NUM_THREADS"] == "3"

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from sharpmask import add_sharpmask_config
 from sharpmask.data.validation import CheckedDatasetMapper
 from sharpmask.engine import check_config, check_weights_cover_model, merge_config
+from sharpmask.engine.ddp import shared_cpu_threads
 from sharpmask.structures import encode_masks_as_rles
 from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
 from sharpmask.utils.coco_results import segment_results_text, write_json_list
@@ -178,5 +179,6 @@ if __name__ == "__main__":
                      "...); delete that folder or rerun with the same arguments and weights")
     else:
         atomic_write_json(manifest, manifest_path)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    with shared_cpu_threads(args.num_gpus):
+        launch(main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))

@@ -36,6 +36,7 @@ from sharpmask import add_sharpmask_config
 from sharpmask.data.build import build_patch_train_loader
 from sharpmask.data.coco_scale import coco_scale_paths, register_coco_scale
 from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper
+from sharpmask.engine.ddp import shared_cpu_threads
 from sharpmask.evaluation import SegmentProposalEvaluator
 from sharpmask.structures import WindowedMasks
 
@@ -172,8 +173,9 @@ def measure_eval(num_images, processes):
             subprocess.run([sys.executable, __file__, "--eval-worker", out, str(num_images)],
                            check=True)
         else:
-            launch(_evaluate, processes, dist_url="auto",
-                   args=(val_records(num_images), os.path.join(out, "eval"), result))
+            with shared_cpu_threads(processes):
+                launch(_evaluate, processes, dist_url="auto",
+                       args=(val_records(num_images), os.path.join(out, "eval"), result))
         with open(result) as f:
             row = json.load(f)
     row.update(images=num_images, processes=processes,
