@@ -39,7 +39,7 @@ from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 from sharpmask.engine.progress import evaluate_with_progress, prepare_output, train_with_progress
 from sharpmask.evaluation import (SegmentProposalEvaluator, ap_at_iou_thresholds,
                                   predict_masks_for_ground_truth)
-from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
+from sharpmask.utils.atomic_io import atomic_open, cached_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECTOR = "configs/shapes/faster_rcnn_R18_FPN_shapes.yaml"
@@ -63,14 +63,6 @@ def load_cfg(config_file, opts):
     cfg.merge_from_list(opts)
     cfg.freeze()
     return cfg
-
-
-def cached(path, compute):
-    """compute() once: its JSON result is kept at `path` (written atomically)."""
-    if not os.path.exists(path):
-        atomic_write_json(compute(), path)
-    with open(path) as f:
-        return json.load(f)
 
 
 def save_weights(state, path):
@@ -158,13 +150,13 @@ def run_proposals(output_dir, proposal_models):
                 "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[TEST]}',)"]
         cfg = load_cfg(FAST_RCNN, opts)
         model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals")
-        recall = cached(paths[TEST] + ".recall.json", lambda: box_recall(paths[TEST], TEST))
+        recall = cached_json(paths[TEST] + ".recall.json", lambda: box_recall(paths[TEST], TEST))
         results[name] = {"AR": recall}
         for count in PROPOSAL_COUNTS:
             test_cfg = load_cfg(FAST_RCNN,
                                 opts + ["DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST", count])
             folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{TEST}_top{count}")
-            results[name][count] = cached(os.path.join(folder, "results.json"), lambda: (
+            results[name][count] = cached_json(os.path.join(folder, "results.json"), lambda: (
                 evaluate_with_progress(test_cfg, model, f"{name}, top {count}", folder)["bbox"]))
     columns = [(c, m, f"box {m} (top {c})")
                for c in PROPOSAL_COUNTS for m in ("AP", "AP50", "AP75")]
@@ -218,7 +210,7 @@ def refinemask_stage_table(cfg, model, folder):
                                                   stage_folder)
             return {"segm": res, "segm_AP80_95": high_iou_ap(stage_folder)}
 
-        r = cached(os.path.join(stage_folder, "results.json"), evaluate)
+        r = cached_json(os.path.join(stage_folder, "results.json"), evaluate)
         rows.append(f"| {size} x {size} | {r['segm']['AP']:.1f} | {r['segm']['AP75']:.1f} | "
                     f"{r['segm_AP80_95']:.1f} |")
     return "\n".join(["| RefineMask output after stage | GT-box mask AP | AP75 | AP@[.8:.95] |",
@@ -244,8 +236,8 @@ def run_refinemask(output_dir, proposal_models):
             return {"segm": res, "segm_AP80_95": high_iou_ap(gt_folder)}
 
         results[name] = {
-            "detected": cached(os.path.join(folder, "results.json"), evaluate),
-            "ground truth": cached(os.path.join(gt_folder, "results.json"),
+            "detected": cached_json(os.path.join(folder, "results.json"), evaluate),
+            "ground truth": cached_json(os.path.join(gt_folder, "results.json"),
                                    evaluate_on_ground_truth_boxes)}
         if name == "RefineMask head":
             stages = refinemask_stage_table(cfg, model, gt_folder)

@@ -17,20 +17,20 @@ method's metrics are kept, so a rerun continues where it stopped. The table is w
 open_world.md there.
 """
 import argparse
-import json
 import os
 import time
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
 
 from sharpmask import add_sharpmask_config
 from sharpmask.data.datasets import SHAPES_SEEN_CATEGORIES
 from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 from sharpmask.engine.progress import (build_demo_cfg, evaluate_with_progress, prepare_output,
                                        train_with_progress)
-from sharpmask.utils.atomic_io import atomic_open, atomic_write_json
+from sharpmask.utils.atomic_io import atomic_open, cached_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK_RCNN = "configs/shapes/mask_rcnn_R18_FPN_shapes_class_agnostic.yaml"
@@ -42,12 +42,7 @@ COLUMNS = [(kind, k, subset) for kind in ("segm", "bbox")
 
 
 def cached_metrics(folder, compute):
-    """compute() once; its metrics are kept in folder/open_world_metrics.json."""
-    path = os.path.join(folder, "open_world_metrics.json")
-    if not os.path.exists(path):
-        atomic_write_json(compute(), path)
-    with open(path) as f:
-        return json.load(f)
+    return cached_json(os.path.join(folder, "open_world_metrics.json"), compute)
 
 
 def train_and_evaluate(cfg, description):
@@ -83,8 +78,6 @@ def rpn_metrics(cfg):
     os.makedirs(folder, exist_ok=True)
 
     def compute():
-        from detectron2.modeling import build_model
-
         model = build_model(rpn_cfg)
         DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
         return evaluate_with_progress(rpn_cfg, model, "RPN (class-agnostic)",

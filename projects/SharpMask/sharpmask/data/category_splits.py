@@ -89,7 +89,8 @@ def register_class_agnostic(name, source):
     "object" (category 0), to train class-agnostic detectors (the Mask R-CNN and RPN baselines
     of the open-world papers). For training only: its metadata has no COCO json to evaluate
     against; evaluate on the source dataset, as a proposal method (DetectionsAsProposals)."""
-    if not MetadataCatalog.get(source).get("thing_classes", None):
+    source_meta = MetadataCatalog.get(source)
+    if not source_meta.get("thing_classes", None):
         raise ValueError(f"register_class_agnostic({name!r}): the source dataset {source!r} "
                          "has no thing_classes in its metadata; register it first")
     if name in DatasetCatalog.list():
@@ -102,7 +103,6 @@ def register_class_agnostic(name, source):
                 for record in DatasetCatalog.get(source)]
 
     register_validated(name, load)
-    source_meta = MetadataCatalog.get(source)
     annotated = source_meta.get("ground_truth_categories", None) or source_meta.thing_classes
     # ground_truth_categories: which categories' objects are annotated (the evaluator infers
     # the seen categories of a model trained on this dataset from it).

@@ -32,6 +32,15 @@ def atomic_write_json(obj, path, **kwargs):
         json.dump(obj, f, **kwargs)
 
 
+def cached_json(path, compute):
+    """compute() once: its JSON-serialisable result is kept at `path` (written atomically) and
+    read back from there on later calls, so a rerun of a long demo skips finished stages."""
+    if not os.path.exists(path):
+        atomic_write_json(compute(), path)
+    with open(path) as f:
+        return json.load(f)
+
+
 def atomic_write_pickle(obj, path):
     with atomic_open(path, "wb") as f:
         pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
