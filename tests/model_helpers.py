@@ -9,7 +9,8 @@ def load_cfg(repo_root, config, *opts):
     cfg = get_cfg()
     add_sharpmask_config(cfg)
     cfg.merge_from_file(str(repo_root / config))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
+                         "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", "", *opts])
     return cfg
 
 

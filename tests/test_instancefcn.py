@@ -6,6 +6,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.layers import ShapeSpec
@@ -397,3 +398,33 @@ def test_loss_is_equation_1_over_the_sampled_windows(repo_root):
                         if not math.isnan(assembled[n, i, j].item())) / normalizer
     assert losses["loss_objectness"].item() == pytest.approx(expected_objectness, rel=1e-5)
     assert losses["loss_mask"].item() == pytest.approx(expected_mask, rel=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["BN", "FrozenBN"])
+def test_trunk_starts_from_a_deepmask_checkpoint(repo_root, tmp_path, norm):
+    """MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS: the dilated trunk gets the DeepMask trunk's
+    stem and res2-res4 weights and BatchNorm statistics (into BN or FrozenBN); a DeepMask of
+    another depth is refused, naming the key; MODEL.WEIGHTS supersedes it."""
+    torch.manual_seed(0)
+    deepmask, _ = build(repo_root, "configs/shapes/deepmask_R18_shapes.yaml")
+    with torch.no_grad():
+        for t in [*deepmask.parameters(), *deepmask.buffers()]:
+            if t.is_floating_point():  # not an initialisation both models could share
+                t.add_(torch.rand_like(t))
+    DetectionCheckpointer(deepmask, str(tmp_path)).save("deepmask")
+    weights = str(tmp_path / "deepmask.pth")
+    model, _ = build(repo_root, IFCN, "MODEL.RESNETS.NORM", norm,
+                     "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", weights)
+    theirs = deepmask.state_dict()
+    ours = {k: v for k, v in model.trunk.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+    assert len(ours) == 75  # 15 convolutions (2 shortcuts) x (weight + 4 norm tensors)
+    for key, value in ours.items():
+        assert torch.equal(value, theirs["trunk.resnet." + key]), key
+    with pytest.raises(ValueError, match="DEEPMASK_TRUNK_WEIGHTS = .*does not match this "
+                                         "InstanceFCN trunk"):
+        build(repo_root, IFCN, "MODEL.RESNETS.DEPTH", "34",
+              "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", weights)
+    untouched, _ = build(repo_root, IFCN, "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", weights,
+                         "MODEL.WEIGHTS", weights)
+    assert not torch.equal(untouched.trunk.stem.conv1.weight, model.trunk.stem.conv1.weight)

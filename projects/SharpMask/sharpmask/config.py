@@ -47,6 +47,10 @@ def add_sharpmask_config(cfg):
     _C.MODEL.INSTANCEFCN.K = 5  # k: a k x k grid of relative positions, k^2 score maps
     _C.MODEL.INSTANCEFCN.WINDOW_CELLS = 21  # m: window side in stride-8 cells (168 px)
     _C.MODEL.INSTANCEFCN.HIDDEN_DIM = 512  # channels of both branches' first conv
+    # A trained DeepMask (or SharpMask) checkpoint whose ResNet (stem, res2-res4) starts the
+    # trunk, where COCO runs start from ImageNet weights (`shapes` has none); not loaded when
+    # MODEL.WEIGHTS is set.
+    _C.MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS = ""
     # The loss is eq. (1): a sum over the sampled windows of the objectness logistic loss plus
     # the sum over each positive window's cells of the per-cell logistic loss, divided by the
     # constant number of windows sampled per batch (INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE x

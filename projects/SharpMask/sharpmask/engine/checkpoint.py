@@ -11,6 +11,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..modeling.deepmask_weights import deepmask_resnet_state
 from ..utils.atomic_io import atomic_open
 
 
@@ -42,11 +43,7 @@ def save_deepmask_trunk_as_fpn_bottom_up(deepmask_weights, path):
     """Write the ResNet trunk of a DeepMask checkpoint (stem, res2-res4) as the bottom-up
     ResNet of a detectron2 FPN backbone (`backbone.bottom_up.*`), to start a detector on
     `shapes` from it where a COCO detector starts from ImageNet weights."""
-    state = torch.load(deepmask_weights, map_location="cpu", weights_only=False)["model"]
-    prefix = "trunk.resnet."
-    trunk = {"backbone.bottom_up." + k[len(prefix):]: v for k, v in state.items()
-             if k.startswith(prefix) and not k.endswith("num_batches_tracked")}
-    if not trunk:
-        raise ValueError(f"{deepmask_weights} holds no DeepMask trunk ({prefix}* weights)")
+    trunk = {"backbone.bottom_up." + k: v for k, v in deepmask_resnet_state(deepmask_weights).items()
+             if not k.endswith("num_batches_tracked")}  # FrozenBN has no counter
     with atomic_open(path, "wb") as f:
         torch.save({"model": trunk}, f)

@@ -7,6 +7,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 
+from .deepmask_weights import load_deepmask_trunk
 from .dense_inference import PyramidLevel, dense_proposals, pyramid_geometry, resize_and_pad
 from .dilated_trunk import STRIDE, build_dilated_trunk
 from .instancefcn_head import InstanceFCNHead, assemble
@@ -55,6 +56,8 @@ class InstanceFCN(SegmentProposalNetwork):
             raise ValueError(f"MODEL.INSTANCEFCN.WINDOW_CELLS ({opts.WINDOW_CELLS}) must be at "
                              f"least MODEL.INSTANCEFCN.K ({opts.K}): every sub-window needs a cell")
         trunk = build_dilated_trunk(cfg)
+        if opts.DEEPMASK_TRUNK_WEIGHTS and not cfg.MODEL.WEIGHTS:
+            load_deepmask_trunk(trunk, opts.DEEPMASK_TRUNK_WEIGHTS)
         head = InstanceFCNHead(trunk.output_shape()["res4"].channels, opts.K, opts.HIDDEN_DIM)
         return {
             "trunk": trunk, "head": head, "window_cells": opts.WINDOW_CELLS,

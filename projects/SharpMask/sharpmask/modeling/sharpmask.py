@@ -5,10 +5,9 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import META_ARCH_REGISTRY
-from fvcore.common.checkpoint import Checkpointer
-from torch import nn
 
 from .deepmask import TRUNK_STRIDE, DeepMask
+from .deepmask_weights import load_deepmask_weights
 from .sharpmask_refinement import SharpMaskRefinement
 
 logger = logging.getLogger(__name__)
@@ -85,22 +84,3 @@ class SharpMask(DeepMask):
             crops.append(feature[0][:, r, c].permute(1, 0, 2, 3))  # (k, C, side, side)
         return torch.sigmoid(self.refinement(vectors[:, rows, cols].t(), crops))
 
-
-def load_deepmask_weights(trunk, head, path):
-    """Load a DeepMask checkpoint's trunk and head; refuse one that does not match."""
-    holder = nn.Module()
-    holder.trunk, holder.head = trunk, head
-    checkpoint = Checkpointer(holder)._load_file(path)  # our own .pth: {'model': ...}
-    state = checkpoint.get("model", checkpoint)
-    expected = holder.state_dict()
-    missing = [k for k in expected if k not in state]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or wrong:
-        raise ValueError(
-            f"MODEL.SHARPMASK.DEEPMASK_WEIGHTS = {path} does not match this DeepMask "
-            f"(missing: {missing[:5]}{'...' if len(missing) > 5 else ''}; wrong shape: "
-            f"{wrong[:5]}); train DeepMask with the same MODEL.RESNETS and MODEL.DEEPMASK "
-            "settings first"
-        )
-    holder.load_state_dict({k: torch.as_tensor(state[k]) for k in expected})
-    logger.info("Loaded the DeepMask trunk and head from %s", path)
