@@ -82,6 +82,11 @@ def test_missing_dataset_and_weights_are_named(repo_root):
     cfg = merge_config(_cfg(), str(repo_root / CONFIG), ["MODEL.WEIGHTS", "/nonexistent.pth"])
     with pytest.raises(ConfigError, match="MODEL.WEIGHTS = '/nonexistent.pth'"):
         check_config(cfg)
+    cfg = merge_config(_cfg(), str(repo_root / "configs/shapes/instancefcn_R18_shapes.yaml"),
+                       ["MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", "/nonexistent.pth"])
+    with pytest.raises(ConfigError, match="DEEPMASK_TRUNK_WEIGHTS = '/nonexistent.pth': no such "
+                                          "file. This InstanceFCN starts its trunk from a trained"):
+        check_config(cfg)
 
 
 def test_every_problem_of_the_main_command_is_named_at_start(repo_root, monkeypatch, tmp_path):

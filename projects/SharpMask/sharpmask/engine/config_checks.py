@@ -95,14 +95,19 @@ def _file_problems(cfg):
     weights = cfg.MODEL.WEIGHTS
     if weights and not _looks_remote(weights) and not os.path.isfile(weights):
         problems.append(f"MODEL.WEIGHTS = {weights!r}: no such file")
-    deepmask = cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS
-    if cfg.MODEL.META_ARCHITECTURE == "SharpMask" and not weights and deepmask \
-            and not os.path.isfile(deepmask):
+    arch = cfg.MODEL.META_ARCHITECTURE
+    key, deepmask, starts = {
+        "SharpMask": ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS", cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS,
+                      "SharpMask starts"),
+        "InstanceFCN": ("MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS",
+                        cfg.MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS,
+                        "This InstanceFCN starts its trunk"),
+    }.get(arch, (None, "", None))
+    if deepmask and not weights and not os.path.isfile(deepmask):
         problems.append(
-            f"MODEL.SHARPMASK.DEEPMASK_WEIGHTS = {deepmask!r}: no such file. SharpMask starts "
-            "from a trained DeepMask: train one first (its config's OUTPUT_DIR holds "
-            "model_final.pth and model_best.pth) and point this key at it, or set MODEL.WEIGHTS "
-            "to a SharpMask checkpoint")
+            f"{key} = {deepmask!r}: no such file. {starts} from a trained DeepMask: train one "
+            "first (its config's OUTPUT_DIR holds model_final.pth and model_best.pth) and point "
+            f"this key at it, or set MODEL.WEIGHTS to a {arch} checkpoint")
     return problems
 
 
