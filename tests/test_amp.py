@@ -19,7 +19,8 @@ def test_amp_trains_in_bfloat16_on_cpu(repo_root, tmp_path, method):
         "SOLVER.AMP.ENABLED", "True", "DATASETS.TRAIN", "('shapes_val_mini',)",
         "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "(100,)", "SOLVER.MAX_ITER", "2",
-        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "", "OUTPUT_DIR", str(tmp_path),
+        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "", "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", "",
+        "OUTPUT_DIR", str(tmp_path),
         # bfloat16 convolutions are slow on CPUs without native bf16 (AVX2): small images
         "INPUT.INSTANCEFCN.TRAIN_SCALES", "[0.25]"])
     trainer = Trainer(cfg)
@@ -43,7 +44,8 @@ def _inference_model(repo_root, method, *opts):
     cfg = get_cfg()
     add_sharpmask_config(cfg)
     cfg = merge_config(cfg, str(repo_root / CONFIGS[method]), [
-        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "", "MODEL.DEEPMASK.TEST_SCALES", "[0.5, 1.0]",
+        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "", "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", "",
+        "MODEL.DEEPMASK.TEST_SCALES", "[0.5, 1.0]",
         "MODEL.INSTANCEFCN.TEST_SCALES", "[0.5, 1.0]", *opts])
     torch.manual_seed(0)
     return Trainer.build_model(cfg).eval()

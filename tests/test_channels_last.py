@@ -14,7 +14,7 @@ def _model(repo_root, method, channels_last):
     add_sharpmask_config(cfg)
     cfg = merge_config(cfg, str(repo_root / SHAPES_DEMO_CONFIGS[method]), [
         "MODEL.CHANNELS_LAST", str(channels_last), "MODEL.DEEPMASK.TEST_SCALES", "[1.0]",
-        "MODEL.INSTANCEFCN.TEST_SCALES", "[1.0]"])
+        "MODEL.INSTANCEFCN.TEST_SCALES", "[1.0]", "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", ""])
     torch.manual_seed(0)
     return Trainer.build_model(cfg).eval()
 

@@ -215,6 +215,7 @@ def measure_recall(name, weights, device, precision):
     from sharpmask.engine.progress import build_demo_cfg, evaluate_with_progress
     cfg = build_demo_cfg(name, "/tmp/sharpmask_bench", [
         "MODEL.DEVICE", device, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "",
+        "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", "",  # `weights` hold the whole network
         "TEST.AMP.ENABLED", str(precision != "float32"), "TEST.AMP.DTYPE", precision,
         "TEST.SEGMENT_PROPOSALS.DUMP_PROPOSALS", "False"])
     model = Trainer.build_model(cfg)

@@ -2,7 +2,8 @@
 """`make convergence`: learning curves of the shapes proposal networks, far past the demo.
 
 Each method is trained with its `make demo` config but a long schedule (LONG_RUNS: 4x the
-demo's first schedules, 420 and 180 iterations; SharpMask on top of this run's final DeepMask),
+demo's first schedules, 420 and 180 iterations; SharpMask and InstanceFCN start from this run's
+final DeepMask),
 with a checkpoint every `1 / --points` of the run. Every checkpoint is then evaluated on
 shapes_val: mask and box AR@10/100/1000 (our evaluator) and, for DeepMask/SharpMask, the patch
 mask IoU
@@ -89,7 +90,7 @@ def plot(curves, demo_iters, path):
         if all("patch" in entries[str(i)] for i in its):
             axes[1].plot(its, [entries[str(i)]["patch"]["mean_iou"] / 100 for i in its], "o-",
                          color=line.get_color(), label=name)
-    axes[0].set(xlabel="iterations (SharpMask: its own, on the final DeepMask)",
+    axes[0].set(xlabel="iterations (SharpMask, InstanceFCN: their own, after the DeepMask)",
                 ylabel="mask AR@100 on shapes_val (%)", title="proposal recall (dotted: make demo)")
     axes[1].set(xlabel="iterations", ylabel="mean patch mask IoU",
                 title="patch mask IoU (256 held-out shapes_val patches)", ylim=(0, 1))
@@ -120,9 +121,6 @@ def main():
     demo_iters = {}
     for name in args.methods:
         opts, demo_iters[name] = long_run_opts(name, args.points, args.seed)
-        if name == "SharpMask":
-            opts += ["MODEL.SHARPMASK.DEEPMASK_WEIGHTS",
-                     os.path.join(output_dir, "deepmask", "model_final.pth")]
         cfg = build_demo_cfg(name, output_dir, opts + list(args.opts))
         start = time.time()
         model = train_with_progress(cfg, f"{name} ({cfg.SOLVER.MAX_ITER} iterations)")

@@ -6,7 +6,8 @@ star, ring; the other 4 stay in the images, unannotated) and is evaluated on all
 with recall on all, on the seen and on the unseen ground truth (SegmentProposalEvaluator's
 open-world split):
 
-- DeepMask, SharpMask (on that DeepMask) and InstanceFCN, with the `make demo` shapes configs;
+- DeepMask, SharpMask (on that DeepMask) and InstanceFCN (its trunk started from that DeepMask),
+  with the `make demo` shapes configs;
 - detectron2's class-agnostic Mask R-CNN (configs/shapes/mask_rcnn_R18_FPN_shapes_class_agnostic
   .yaml: the seen objects as one class, started from the trunk of the DeepMask above), its
   detections ranked by score as proposals: the baseline of LDET's table;
@@ -86,16 +87,15 @@ def rpn_metrics(cfg):
 
 
 def run(output_dir, opts, methods):
-    """Train and evaluate `methods` (SharpMask and the detectors also need DeepMask, which is
+    """Train and evaluate `methods` (every other method starts from the DeepMask, which is
     trained first if it is not there) -> ({method: metrics}, the test dataset)."""
     results = {}
     deepmask = build_demo_cfg("DeepMask", output_dir, opts + SEEN_TRAIN)
     deepmask_weights = os.path.join(deepmask.OUTPUT_DIR, "model_final.pth")
-    if "DeepMask" in methods or set(methods) & {"SharpMask", "MaskRCNN"}:
+    if "DeepMask" in methods or set(methods) & {"SharpMask", "InstanceFCN", "MaskRCNN"}:
         results["DeepMask"] = train_and_evaluate(deepmask, "DeepMask (seen)")
     if "SharpMask" in methods:
-        sharpmask = build_demo_cfg("SharpMask", output_dir, opts + SEEN_TRAIN + [
-            "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
+        sharpmask = build_demo_cfg("SharpMask", output_dir, opts + SEEN_TRAIN)
         results["SharpMask"] = train_and_evaluate(sharpmask, "SharpMask (seen)")
     if "InstanceFCN" in methods:
         results["InstanceFCN"] = train_and_evaluate(

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """`make demo`: train DeepMask, then SharpMask on top of it, on the embedded `shapes` set (CPU),
 evaluate both on shapes_val, print one table, and draw the top proposals and the AR curves.
-`make demo-all` (`--all`) trains and evaluates InstanceFCN as well.
+`make demo-all` (`--all`) trains and evaluates InstanceFCN as well (its trunk started from the
+DeepMask).
 
 Everything goes under one folder (default output/demo), named at the end. Detailed logs are in
 its log.txt; the console shows one progress bar (with ETA) per stage.
@@ -139,9 +140,7 @@ def run_demo(output_dir, opts, all_methods, command):
     results, models = {}, {}
     deepmask_cfg = build_demo_cfg("DeepMask", output_dir, opts)
     models["DeepMask"] = train_with_progress(deepmask_cfg, "DeepMask")
-    deepmask_weights = os.path.join(deepmask_cfg.OUTPUT_DIR, "model_final.pth")
-    sharpmask_cfg = build_demo_cfg("SharpMask", output_dir, opts + [
-        "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", deepmask_weights])
+    sharpmask_cfg = build_demo_cfg("SharpMask", output_dir, opts)
     models["SharpMask"] = train_with_progress(sharpmask_cfg, "SharpMask")
     cfgs = {"DeepMask": deepmask_cfg, "SharpMask": sharpmask_cfg}
     if all_methods:

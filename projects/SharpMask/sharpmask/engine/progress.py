@@ -24,13 +24,22 @@ SHAPES_DEMO_CONFIGS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
                        "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
 
 
+# The config key through which a method starts from the DeepMask trained before it.
+STARTS_FROM_DEEPMASK = {"SharpMask": "MODEL.SHARPMASK.DEEPMASK_WEIGHTS",
+                        "InstanceFCN": "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS"}
+
+
 def build_demo_cfg(name, output_dir, opts):
     """The frozen shapes config of method `name` (a key of SHAPES_DEMO_CONFIGS) with `opts`,
-    writing to `output_dir`/<name in lower case>."""
+    writing to `output_dir`/<name in lower case>. SharpMask and InstanceFCN start from the
+    DeepMask of the same `output_dir` (`output_dir`/deepmask/model_final.pth) unless `opts`
+    say otherwise."""
     cfg = get_cfg()
     add_sharpmask_config(cfg)
     cfg.merge_from_file(SHAPES_DEMO_CONFIGS[name])
-    cfg.merge_from_list(list(opts) + ["OUTPUT_DIR", os.path.join(output_dir, name.lower())])
+    start = [STARTS_FROM_DEEPMASK[name], os.path.join(output_dir, "deepmask", "model_final.pth")] \
+        if name in STARTS_FROM_DEEPMASK else []
+    cfg.merge_from_list(start + list(opts) + ["OUTPUT_DIR", os.path.join(output_dir, name.lower())])
     cfg.freeze()
     return cfg
 
