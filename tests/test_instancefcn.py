@@ -6,7 +6,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.layers import ShapeSpec
@@ -15,7 +14,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.projects.deeplab.resnet import build_resnet_deeplab_backbone
 from detectron2.utils.events import EventStorage
 
-from model_helpers import build, load_cfg
+from model_helpers import build, load_cfg, saved_deepmask
 from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper, RandomScaleFactor
 from sharpmask.data.window_labels import label_windows
 from sharpmask.modeling.dilated_trunk import build_dilated_trunk
@@ -408,14 +407,7 @@ def test_trunk_starts_from_a_deepmask_checkpoint(repo_root, tmp_path, norm):
     """MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS: the dilated trunk gets the DeepMask trunk's
     stem and res2-res4 weights and BatchNorm statistics (into BN or FrozenBN); a DeepMask of
     another depth is refused, naming the key; MODEL.WEIGHTS supersedes it."""
-    torch.manual_seed(0)
-    deepmask, _ = build(repo_root, "configs/shapes/deepmask_R18_shapes.yaml")
-    with torch.no_grad():
-        for t in [*deepmask.parameters(), *deepmask.buffers()]:
-            if t.is_floating_point():  # not an initialisation both models could share
-                t.add_(torch.rand_like(t))
-    DetectionCheckpointer(deepmask, str(tmp_path)).save("deepmask")
-    weights = str(tmp_path / "deepmask.pth")
+    deepmask, weights = saved_deepmask(repo_root, tmp_path)
     model, _ = build(repo_root, IFCN, "MODEL.RESNETS.NORM", norm,
                      "MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", weights)
     theirs = deepmask.state_dict()

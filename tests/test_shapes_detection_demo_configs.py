@@ -16,7 +16,7 @@ from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from model_helpers import build, load_cfg
+from model_helpers import build, load_cfg, saved_deepmask
 from sharpmask.engine import ConfigError, Trainer, check_config
 from sharpmask.evaluation import ap_at_iou_thresholds, predict_masks_for_ground_truth
 from test_dump_proposals import random_deepmask_proposals
@@ -198,14 +198,8 @@ def test_deepmask_trunk_starts_the_class_agnostic_mask_rcnn(repo_root, tmp_path)
     R-CNN: stem and res2-res4 equal DeepMask's, BatchNorm statistics included."""
     from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 
-    torch.manual_seed(0)
-    deepmask, _ = build(repo_root, "configs/shapes/deepmask_R18_shapes.yaml")
-    with torch.no_grad():
-        for t in [*deepmask.parameters(), *deepmask.buffers()]:
-            if t.is_floating_point():  # not an initialisation either model could share
-                t.add_(torch.rand_like(t))
-    DetectionCheckpointer(deepmask, str(tmp_path)).save("deepmask")
-    save_deepmask_trunk_as_fpn_bottom_up(str(tmp_path / "deepmask.pth"), str(tmp_path / "t.pth"))
+    deepmask, weights = saved_deepmask(repo_root, tmp_path)
+    save_deepmask_trunk_as_fpn_bottom_up(weights, str(tmp_path / "t.pth"))
     detector, cfg = build(repo_root, "configs/shapes/mask_rcnn_R18_FPN_shapes_class_agnostic.yaml")
     DetectionCheckpointer(detector).load(str(tmp_path / "t.pth"))
     theirs = deepmask.state_dict()
