@@ -107,7 +107,7 @@ def _file_problems(cfg):
         problems.append(
             f"{key} = {deepmask!r}: no such file. {starts} from a trained DeepMask: train one "
             "first (its config's OUTPUT_DIR holds model_final.pth and model_best.pth) and point "
-            f"this key at it, or set MODEL.WEIGHTS to a {arch} checkpoint")
+            f"this key at it, or set MODEL.WEIGHTS to a checkpoint of the whole {arch}")
     return problems
 
 
