@@ -32,3 +32,21 @@ def test_seeds_table_reports_mean_range_and_each_seeds_ratio(repo_root):
     assert "- seed 1: mask AR@100 DeepMask 20.0, SharpMask 24.0 (SharpMask/DeepMask 1.20); " \
         "12.0 min" in text
     assert "(SharpMask/DeepMask 1.00); 13.5 min" in text
+
+
+def test_demo_networks_start_from_the_demos_deepmask(repo_root, tmp_path, monkeypatch):
+    """build_demo_cfg: SharpMask and InstanceFCN start from the DeepMask trained in the same
+    output folder, unless the command line names another; DeepMask starts from nothing."""
+    from sharpmask.engine.progress import build_demo_cfg
+
+    monkeypatch.chdir(repo_root)
+    deepmask = str(tmp_path / "deepmask" / "model_final.pth")
+    assert build_demo_cfg("SharpMask", str(tmp_path), []).MODEL.SHARPMASK.DEEPMASK_WEIGHTS \
+        == deepmask
+    cfg = build_demo_cfg("InstanceFCN", str(tmp_path), [])
+    assert cfg.MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS == deepmask
+    assert cfg.MODEL.RESNETS.NORM == "FrozenBN" and cfg.OUTPUT_DIR == str(tmp_path / "instancefcn")
+    other = build_demo_cfg("InstanceFCN", str(tmp_path),
+                           ["MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS", "/elsewhere.pth"])
+    assert other.MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS == "/elsewhere.pth"
+    assert build_demo_cfg("DeepMask", str(tmp_path), []).MODEL.WEIGHTS == ""
