@@ -43,7 +43,8 @@ def save_deepmask_trunk_as_fpn_bottom_up(deepmask_weights, path):
     """Write the ResNet trunk of a DeepMask checkpoint (stem, res2-res4) as the bottom-up
     ResNet of a detectron2 FPN backbone (`backbone.bottom_up.*`), to start a detector on
     `shapes` from it where a COCO detector starts from ImageNet weights."""
-    trunk = {"backbone.bottom_up." + k: v for k, v in deepmask_resnet_state(deepmask_weights).items()
+    resnet = deepmask_resnet_state(deepmask_weights)
+    trunk = {"backbone.bottom_up." + k: v for k, v in resnet.items()
              if not k.endswith("num_batches_tracked")}  # FrozenBN has no counter
     with atomic_open(path, "wb") as f:
         torch.save({"model": trunk}, f)
