@@ -8,8 +8,9 @@ warm-up; the trunk's share of it (timed by hooks on the trunk inside the same ru
 model and depth: training throughput with the real data loader, and the loader's share of the
 step time (time waiting for the next batch / whole step). Each in every --precisions: float32,
 and bfloat16 autocast (inference: TEST.AMP; training: SOLVER.AMP's autocast; the RPN under
-torch.autocast). Weights are random: timing only. With --recall-weights, trained shapes models
-are also evaluated on shapes_val in each precision (recall and time per image).
+torch.autocast), and in every --layouts: NCHW, and channels-last (MODEL.CHANNELS_LAST; the RPN's
+backbone converted likewise). Weights are random: timing only. With --recall-weights, trained
+shapes models are also evaluated on shapes_val in each precision (recall and time per image).
 The tables are printed and written to --output (markdown).
 """
 import argparse
@@ -114,13 +115,27 @@ def autocast(device, precision):
                           enabled=precision != "float32")
 
 
-def measure_inference(name, depth, size, runs, device, precision):
-    """One (model, depth, size, precision) run; returns a dict of timings and peak memory."""
+def layout_opts(name, layout):
+    """MODEL.CHANNELS_LAST for our networks in the "nhwc" layout (the RPN: see build_in_layout)."""
+    return ["MODEL.CHANNELS_LAST", str(layout == "nhwc")] if not name.startswith("RPN") else []
+
+
+def build_in_layout(cfg, name, layout):
+    """The model of `cfg`; detectron2's RPN backbone has no CHANNELS_LAST key, so in "nhwc" its
+    weights are converted here (convolutions follow their weights' format)."""
     from detectron2.modeling import build_model
+    model = build_model(cfg)
+    if name.startswith("RPN") and layout == "nhwc":
+        model.backbone.to(memory_format=torch.channels_last)
+    return model
+
+
+def measure_inference(name, depth, size, runs, device, precision, layout):
+    """One (model, depth, size, precision, layout) run; returns timings and peak memory."""
     amp = ["TEST.AMP.ENABLED", str(precision != "float32"), "TEST.AMP.DTYPE", precision] \
         if not name.startswith("RPN") and precision != "float32" else []
-    cfg = load_cfg(name, depth, device, amp)
-    model = build_model(cfg).eval()
+    cfg = load_cfg(name, depth, device, amp + layout_opts(name, layout))
+    model = build_in_layout(cfg, name, layout).eval()
     watch = Stopwatch(trunk_of(model), device)
     image = test_image(size)
     if cfg.INPUT.FORMAT == "BGR":
@@ -154,20 +169,18 @@ def measure_inference(name, depth, size, runs, device, precision):
             "peak_mb": peak}
 
 
-def measure_training(name, depth, iters, device, batch, precision):
+def measure_training(name, depth, iters, device, batch, precision, layout):
     """Training steps with the real loader (shapes_train data, the COCO config's sampling),
     seeded so that every depth sees the same images and scales."""
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
     seed_all_rng(0)
 
-    from detectron2.modeling import build_model
-
     from sharpmask.engine import Trainer
     opts = ["DATASETS.TRAIN", "('shapes_train',)", "SOLVER.IMS_PER_BATCH", str(batch),
             "DATALOADER.NUM_WORKERS", "2"]
-    cfg = load_cfg(name, depth, device, opts)
-    model = build_model(cfg).train()
+    cfg = load_cfg(name, depth, device, opts + layout_opts(name, layout))
+    model = build_in_layout(cfg, name, layout).train()
     optimizer = Trainer.build_optimizer(cfg, model)
     loader = iter(Trainer.build_train_loader(cfg))
     waits, steps = [], []
@@ -196,10 +209,10 @@ def child(args):
     torch.set_num_threads(args.threads)
     if args.child == "infer":
         result = measure_inference(args.model, args.depth, tuple(args.size), args.runs,
-                                   args.device, args.precision)
+                                   args.device, args.precision, args.layout)
     elif args.child == "train":
         result = measure_training(args.model, args.depth, args.train_iters, args.device,
-                                  args.batch, args.precision)
+                                  args.batch, args.precision, args.layout)
     else:
         result = measure_recall(args.model, args.weights, args.device, args.precision)
     print("RESULT " + json.dumps(result))
@@ -228,10 +241,11 @@ def measure_recall(name, weights, device, precision):
 
 
 def run_child(kind, model, depth, args, size=None, batch=None, precision="float32",
-              weights=None):
+              weights=None, layout="nchw"):
     cmd = [sys.executable, __file__, "--child", kind, "--model", model, "--depth", str(depth),
            "--runs", str(args.runs), "--threads", str(args.threads), "--device", args.device,
-           "--train-iters", str(args.train_iters), "--precision", precision]
+           "--train-iters", str(args.train_iters), "--precision", precision,
+           "--layout", layout]
     if weights:
         cmd += ["--weights", weights]
     if size:
@@ -259,20 +273,21 @@ def environment(args):
 
 
 def speed_tables(args, sizes):
-    """The parameter, inference and training tables, each row in every precision; speed-up:
-    float32 time / this precision's time (when float32 is measured)."""
-    float32_times = {}
+    """The parameter, inference and training tables, each row in every precision and layout;
+    speed-up: the time of the first (precision, layout) measured (float32 NCHW by default) over
+    this row's."""
+    baseline = {}
+    variants = [(p, lay) for p in args.precisions for lay in args.layouts]
 
-    def speed_up(key, seconds, precision):
-        if precision == "float32":
-            float32_times[key] = seconds
-        return f"{float32_times[key] / seconds:.2f}x" if key in float32_times else ""
+    def speed_up(key, seconds):
+        baseline.setdefault(key, seconds)
+        return f"{baseline[key] / seconds:.2f}x"
 
-    infer_rows = ["| model | trunk | image | precision | time/img (s) | speed-up | trunk (s) | "
-                  "total/trunk | vs DeepMask | peak mem (MB) |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    train_rows = ["| model | trunk | batch | precision | throughput | step (s) | speed-up | "
-                  "data loader share |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    infer_rows = ["| model | trunk | image | precision | layout | time/img (s) | speed-up | "
+                  "trunk (s) | total/trunk | vs DeepMask | peak mem (MB) |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    train_rows = ["| model | trunk | batch | precision | layout | throughput | step (s) | "
+                  "speed-up | data loader share |", "|---|---|---:|---|---|---:|---:|---:|---:|"]
     param_rows = ["| model | trunk | all parameters | mask-generating layers | vs DeepMask |",
                   "|---|---|---:|---|---:|"]
     for depth in args.depths:
@@ -280,31 +295,33 @@ def speed_tables(args, sizes):
     print("\n".join(param_rows), flush=True)
     for depth in args.depths:
         for size in sizes:
-            for precision in args.precisions:
+            for precision, layout in variants:
                 results = {}
                 for name in args.models:
-                    print(f"inference: {name} R-{depth} {size[0]}x{size[1]} {precision} ...",
-                          flush=True)
+                    print(f"inference: {name} R-{depth} {size[0]}x{size[1]} {precision} "
+                          f"{layout} ...", flush=True)
                     results[name] = r = run_child("infer", name, depth, args, size=size,
-                                                  precision=precision)
+                                                  precision=precision, layout=layout)
                     ratio = (f"{r['time'] / results['DeepMask']['time']:.2f}"
                              if "DeepMask" in results and not name.startswith("RPN") else "")
-                    faster = speed_up((name, depth, size), r["time"], precision)
+                    faster = speed_up((name, depth, size), r["time"])
                     infer_rows.append(
                         f"| {name} | R-{depth} | {size[0]}x{size[1]} | {precision} | "
-                        f"{r['time']:.3f} | {faster} | {r['trunk']:.3f} | "
+                        f"{layout.upper()} | {r['time']:.3f} | {faster} | {r['trunk']:.3f} | "
                         f"{r['time'] / r['trunk']:.2f} | {ratio} | {r['peak_mb']:.0f} |")
         for name in args.models:
             if name.startswith("RPN"):
                 continue
             batch = 32 if name in PATCH_TRAINED else 2
-            for precision in args.precisions:
-                print(f"training: {name} R-{depth} {precision} ...", flush=True)
-                r = run_child("train", name, depth, args, batch=batch, precision=precision)
-                faster = speed_up((name, depth), r["step"], precision)
+            for precision, layout in variants:
+                print(f"training: {name} R-{depth} {precision} {layout} ...", flush=True)
+                r = run_child("train", name, depth, args, batch=batch, precision=precision,
+                              layout=layout)
+                faster = speed_up((name, depth), r["step"])
                 train_rows.append(
-                    f"| {name} | R-{depth} | {batch} | {precision} | {r['per_s']:.2f} "
-                    f"{r['unit']}/s | {r['step']:.2f} | {faster} | {100 * r['data_share']:.0f}% |")
+                    f"| {name} | R-{depth} | {batch} | {precision} | {layout.upper()} | "
+                    f"{r['per_s']:.2f} {r['unit']}/s | {r['step']:.2f} | {faster} | "
+                    f"{100 * r['data_share']:.0f}% |")
     return ("Parameters (COCO configs):\n\n" + "\n".join(param_rows)
             + "\n\nInference (full image, the papers' scales: DeepMask/SharpMask 7 scales "
             "2^-2.5..2^0.5, InstanceFCN 8 scales 2^-2.5..2^1, RPN short side 800):\n\n"
@@ -340,6 +357,10 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
                         choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--layouts", nargs="+", default=["nchw", "nhwc"],
+                        choices=["nchw", "nhwc"],
+                        help="memory format of the convolutions: NCHW, or channels-last "
+                        "(MODEL.CHANNELS_LAST)")
     parser.add_argument("--recall-weights", nargs="*", default=[], metavar="MODEL=PATH",
                         help="trained shapes checkpoints to evaluate on shapes_val in each "
                         "precision, e.g. DeepMask=output/demo_all/deepmask/model_final.pth")
@@ -348,6 +369,7 @@ def main():
     parser.add_argument("--output", default="output/benchmark.md")
     parser.add_argument("--child", choices=["infer", "train", "recall"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--layout", default="nchw", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
