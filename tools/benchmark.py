@@ -121,12 +121,14 @@ def layout_opts(name, layout):
 
 
 def build_in_layout(cfg, name, layout):
-    """The model of `cfg`; detectron2's RPN backbone has no CHANNELS_LAST key, so in "nhwc" its
-    weights are converted here (convolutions follow their weights' format)."""
+    """The model of `cfg`; detectron2's RPN backbone has no CHANNELS_LAST key, so in "nhwc" it
+    gets what that key does to our trunks (`use_channels_last`)."""
     from detectron2.modeling import build_model
+
+    from sharpmask.modeling.trunk import use_channels_last
     model = build_model(cfg)
     if name.startswith("RPN") and layout == "nhwc":
-        model.backbone.to(memory_format=torch.channels_last)
+        use_channels_last(model.backbone)
     return model
 
 
