@@ -81,10 +81,10 @@ class InstanceFCNDatasetMapper:
         size = image.shape[:2]
         annotations = [utils.transform_instance_annotations(a, transforms, size)
                        for a in record.pop("annotations", [])]
-        instances = utils.annotations_to_instances(annotations, size, mask_format="bitmask")
+        boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).view(-1, 4)
         is_crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annotations],
                                 dtype=torch.bool)
-        labels, matched = label_windows(instances.gt_boxes.tensor, is_crowd, size,
+        labels, matched = label_windows(boxes, is_crowd, size,
                                         stride=self.stride, window_cells=self.window_cells,
                                         **self.labelling)
         pos, neg = subsample_labels(labels.flatten(), self.windows_per_image,
@@ -95,17 +95,24 @@ class InstanceFCNDatasetMapper:
         record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         record["window_cells"] = cells
         record["window_labels"] = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
-        record["window_masks"] = self.mask_targets(instances, matched.flatten()[pos],
+        record["window_masks"] = self.mask_targets(annotations, size, matched.flatten()[pos],
                                                    cells[:len(pos)])
         return record
 
-    def mask_targets(self, instances, objects, cells):
-        """(P, m, m) uint8: each positive window's object mask, averaged per cell, >= 0.5."""
+    def mask_targets(self, annotations, size, objects, cells):
+        """(P, m, m) uint8: each positive window's object mask, averaged per cell, >= 0.5.
+
+        Only the positives' objects are rasterized, one at a time: a loader worker's memory is
+        then one full-size mask, not all of a crowded image's masks in float (246 MB at 2x on
+        the densest COCO-size images; docs/scaling.md)."""
         m = self.window_cells
-        if len(objects) == 0:
-            return torch.zeros((0, m, m), dtype=torch.uint8)
-        unique, which = objects.unique(return_inverse=True)
-        masks = instances.gt_masks.tensor[unique][:, None].float()
+        targets = torch.zeros((len(objects), m, m), dtype=torch.uint8)
         boxes = window_grid_boxes(cells[:, 0], cells[:, 1], self.stride, m)
-        rois = torch.cat([which[:, None].float(), boxes], dim=1)
-        return (self.cell_average(masks, rois)[:, 0] >= 0.5).to(torch.uint8)
+        for obj in objects.unique().tolist():
+            which = (objects == obj).nonzero()[:, 0]
+            mask = utils.annotations_to_instances([annotations[obj]], size,
+                                                  mask_format="bitmask").gt_masks.tensor
+            rois = torch.cat([torch.zeros((len(which), 1)), boxes[which]], dim=1)
+            targets[which] = (self.cell_average(mask[:, None].float(), rois)[:, 0] >= 0.5).to(
+                torch.uint8)
+        return targets
