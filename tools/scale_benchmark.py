@@ -3,7 +3,7 @@
 set (tools/make_coco_scale_dataset.py; written first if missing), printed as a table.
 
     python tools/scale_benchmark.py [--parts data eval] [--batches 2000] [--workers 4]
-        [--eval-images 5000] [--eval-processes 1 2] [--output output/scale_benchmark.md]
+        [--eval-runs 1:1000 2:5000] [--output output/scale_benchmark.md]
 
 - data: the training loaders of DeepMask/SharpMask (the centred-patch stream; SharpMask's is
   the same code with mask batches only) and InstanceFCN (detectron2's loader with our mapper),
@@ -11,9 +11,12 @@ set (tools/make_coco_scale_dataset.py; written first if missing), printed as a t
   memory of the main process, then each worker's memory (RSS, and USS: its private pages,
   which grow when it copies shared pages it touches) after the first 10 batches and after
   `--batches`, and the throughput per worker.
-- eval: `SegmentProposalEvaluator` on the first `--eval-images` of `coco_scale_val` with 1000
-  synthetic proposals per image (soft 56x56 masks in windows of DeepMask's 7 sizes), in 1
-  and 2 processes: time per image, peak memory of the main process, the files written.
+- eval: `SegmentProposalEvaluator` on the first images of `coco_scale_val` with 1000
+  synthetic proposals per image (soft 56x56 masks in windows of DeepMask's 7 sizes), one run
+  per `--eval-runs` PROCESSES:IMAGES (default: 1 process on 1000 images, for the time per
+  image and the memory per image; 2 processes on all of val5k, so that the whole command
+  stays under an hour on a 2-core CPU): time per image, peak memory of the main process, the
+  files written.
 
 Memory is read from /proc (Linux). Everything runs on the CPU; the models are not involved.
 """
@@ -39,6 +42,7 @@ from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper
 from sharpmask.engine.ddp import shared_cpu_threads
 from sharpmask.evaluation import SegmentProposalEvaluator
 from sharpmask.structures import WindowedMasks
+from sharpmask.utils.atomic_io import atomic_open
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADERS = {"DeepMask/SharpMask patches": "configs/deepmask_R50.yaml",
@@ -211,16 +215,26 @@ def format_tables(data_rows, eval_rows):
     return "\n".join(lines)
 
 
+def eval_run(text):
+    """"PROCESSES:IMAGES" -> (processes, images)."""
+    try:
+        processes, images = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PROCESSES:IMAGES, e.g. 2:5000")
+    return processes, images
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["data", "eval"], choices=["data", "eval"])
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--eval-images", type=int, default=5000)
-    parser.add_argument("--eval-processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--eval-runs", nargs="+", default=["1:1000", "2:5000"],
+                        type=eval_run, metavar="PROCESSES:IMAGES")
     parser.add_argument("--output", default="output/scale_benchmark.md")
     parser.add_argument("--eval-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    start = time.perf_counter()
     register_coco_scale()
     if args.eval_worker:
         out, num_images = args.eval_worker
@@ -236,15 +250,16 @@ def main():
             data_rows.append(measure_loader(name, config_file, args.batches, args.workers))
             print(format_tables(data_rows[-1:], []), flush=True)
     if "eval" in args.parts:
-        for processes in args.eval_processes:
-            eval_rows.append(measure_eval(args.eval_images, processes))
+        for processes, num_images in args.eval_runs:
+            eval_rows.append(measure_eval(num_images, processes))
             print(format_tables([], eval_rows[-1:]), flush=True)
     table = format_tables(data_rows, eval_rows)
+    table += f"\n\n(`{' '.join(sys.argv)}`: {(time.perf_counter() - start) / 60:.0f} min)"
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
+    with atomic_open(args.output, "w") as f:
         f.write(table + "\n")
-    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+    with atomic_open(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump({"data": data_rows, "eval": eval_rows}, f, indent=1)
 
 

@@ -81,7 +81,8 @@ class InstanceFCNDatasetMapper:
         size = image.shape[:2]
         annotations = [utils.transform_instance_annotations(a, transforms, size)
                        for a in record.pop("annotations", [])]
-        boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).view(-1, 4)
+        boxes = torch.from_numpy(np.array([a["bbox"] for a in annotations],
+                                          dtype=np.float32).reshape(-1, 4))
         is_crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annotations],
                                 dtype=torch.bool)
         labels, matched = label_windows(boxes, is_crowd, size,
