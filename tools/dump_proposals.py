@@ -51,15 +51,20 @@ def run_shard(model, mapper, records, with_masks):
     for record in records:
         with torch.no_grad():
             proposals = model([mapper(record)])[0]["proposals"].to("cpu")
-        shard["ids"].append(record["image_id"])
-        shard["boxes"].append(proposals.proposal_boxes.tensor.numpy().astype(np.float32))
-        logits = proposals.objectness_logits.numpy().astype(np.float32)
-        shard["objectness_logits"].append(logits)
-        if with_masks and proposals.has("proposal_masks"):
-            rles = encode_masks_as_rles(proposals.proposal_masks)
-            boxes = mask_util.toBbox(rles) if rles else np.zeros((0, 4))
-            shard["segm"].append(segment_results_text(record["image_id"], 1, rles, boxes, logits))
+        add_to_shard(shard, record["image_id"], proposals, with_masks)
     return shard
+
+
+def add_to_shard(shard, image_id, proposals, with_masks):
+    """One image's `proposals` (Instances on the CPU) -> its entries in `shard`."""
+    shard["ids"].append(image_id)
+    shard["boxes"].append(proposals.proposal_boxes.tensor.numpy().astype(np.float32))
+    logits = proposals.objectness_logits.numpy().astype(np.float32)
+    shard["objectness_logits"].append(logits)
+    if with_masks and proposals.has("proposal_masks"):
+        rles = encode_masks_as_rles(proposals.proposal_masks)
+        boxes = mask_util.toBbox(rles) if rles else np.zeros((0, 4))
+        shard["segm"].append(segment_results_text(image_id, 1, rles, boxes, logits))
 
 
 def load_config(args):

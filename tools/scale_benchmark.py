@@ -17,6 +17,10 @@ set (tools/make_coco_scale_dataset.py; written first if missing), printed as a t
   image and the memory per image; 2 processes on all of val5k, so that the whole command
   stays under an hour on a 2-core CPU): time per image, peak memory of the main process, the
   files written.
+- dump: `tools/dump_proposals.py --masks` at val5k size: its shards (200 images each) as the
+  tool writes them, from the same synthetic proposals (those of 50 images encoded, and
+  re-used under the ids of the others), then its merge in a fresh process: time,
+  peak memory, the files written.
 
 Memory is read from /proc (Linux). Everything runs on the CPU; the models are not involved.
 """
@@ -42,7 +46,8 @@ from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper
 from sharpmask.engine.ddp import shared_cpu_threads
 from sharpmask.evaluation import SegmentProposalEvaluator
 from sharpmask.structures import WindowedMasks
-from sharpmask.utils.atomic_io import atomic_open
+from sharpmask.utils.atomic_io import atomic_open, atomic_write_pickle
+from dump_proposals import add_to_shard, merge, shard_path  # tools/, this script's folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADERS = {"DeepMask/SharpMask patches": "configs/deepmask_R50.yaml",
@@ -187,7 +192,62 @@ def measure_eval(num_images, processes):
     return row
 
 
-def format_tables(data_rows, eval_rows):
+def write_dump_shards(records, output, images_per_shard=200, encoded=50):
+    """The shards `tools/dump_proposals.py --masks` writes for `records`, from synthetic
+    proposals: those of the first `encoded` images are encoded as the tool does
+    (`add_to_shard`), and every shard repeats them in turn under its own image ids (the
+    encoding's cost is measured by the eval part). Returns the seconds per encoded image."""
+    from detectron2.structures import Boxes, Instances
+
+    rng = np.random.default_rng(0)
+    base = {"ids": [], "boxes": [], "objectness_logits": [], "segm": []}
+    start = time.perf_counter()
+    for record in records[:encoded]:
+        masks, scores = synthetic_proposals(rng, record["height"], record["width"])
+        proposals = Instances((record["height"], record["width"]), proposal_masks=masks,
+                              objectness_logits=scores, proposal_boxes=Boxes(masks.windows))
+        add_to_shard(base, record["image_id"], proposals, with_masks=True)
+    seconds = (time.perf_counter() - start) / len(base["ids"])
+    for index in range(0, -(-len(records) // images_per_shard)):
+        ids = [r["image_id"] for r in records[index * images_per_shard:][:images_per_shard]]
+        which = [i % len(base["ids"]) for i in range(len(ids))]
+        shard = {"ids": ids, "boxes": [base["boxes"][i] for i in which],
+                 "objectness_logits": [base["objectness_logits"][i] for i in which],
+                 "segm": [base["segm"][i].replace(f'"image_id": {base["ids"][i]},',
+                                                  f'"image_id": {image_id},')
+                          for i, image_id in zip(which, ids)]}
+        atomic_write_pickle(shard, shard_path(output, index))
+    return seconds
+
+
+def merge_worker(output, num_images, result_file):
+    records = val_records(int(num_images))
+    start = time.perf_counter()
+    merge(output, -(-len(records) // 200), True, {r["image_id"] for r in records})
+    with open(result_file, "w") as f:
+        json.dump({"merge_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}, f)
+
+
+def measure_dump(num_images):
+    """`tools/dump_proposals.py --masks` at `num_images`: a shard's time per image, then the
+    merge (in a fresh process, so that its peak memory is the merge's): time, memory, files."""
+    with tempfile.TemporaryDirectory() as out:
+        output = os.path.join(out, "proposals.pkl")
+        os.makedirs(output + ".shards")
+        encode_s = write_dump_shards(val_records(num_images), output)
+        result = os.path.join(out, "merge.json")
+        subprocess.run([sys.executable, __file__, "--merge-worker", output, str(num_images),
+                        result], check=True)
+        with open(result) as f:
+            row = json.load(f)
+        shard_mb = os.path.getsize(shard_path(output, 0)) / MB
+        row.update(images=num_images, shard_s_per_image=encode_s, shard_mb=shard_mb,
+                   pkl_mb=os.path.getsize(output) / MB,
+                   segm_mb=os.path.getsize(output + ".segm.json") / MB)
+    return row
+
+
+def format_tables(data_rows, eval_rows, dump_row=None):
     lines = []
     if data_rows:
         lines += ["| loader | start-up (build; +10 batches) | main RSS / USS after build | "
@@ -212,6 +272,15 @@ def format_tables(data_rows, eval_rows):
                          f"{r['s_per_image']:.3f} | {r['rss_before_mb']:.0f} -> "
                          f"{r['peak_rss_mb']:.0f} MB | {files['segment_proposals.json']:.0f} MB | "
                          f"{files['box_proposals.pkl']:.0f} MB |")
+    if dump_row:
+        r = dump_row
+        lines += ["", "| tools/dump_proposals.py --masks | images x proposals | s per image (encoding) "
+                  "| one shard file (200 images) | merge: time, peak RSS | proposals .pkl | .segm.json |",
+                  "|---|---|---:|---:|---|---:|---:|",
+                  f"| 1 process, 200 images per shard | {r['images']} x 1000 | "
+                  f"{r['shard_s_per_image']:.3f} | {r['shard_mb']:.0f} MB | "
+                  f"{r['merge_s']:.1f} s, {r['peak_rss_mb']:.0f} MB | {r['pkl_mb']:.0f} MB | "
+                  f"{r['segm_mb']:.0f} MB |"]
     return "\n".join(lines)
 
 
@@ -226,13 +295,16 @@ def eval_run(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["data", "eval"], choices=["data", "eval"])
+    parser.add_argument("--parts", nargs="+", default=["data", "eval", "dump"],
+                        choices=["data", "eval", "dump"])
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--eval-runs", nargs="+", default=["1:1000", "2:5000"],
+    parser.add_argument("--eval-runs", nargs="+", default=[(1, 1000), (2, 5000)],
                         type=eval_run, metavar="PROCESSES:IMAGES")
     parser.add_argument("--output", default="output/scale_benchmark.md")
+    parser.add_argument("--dump-images", type=int, default=5000)
     parser.add_argument("--eval-worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--merge-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     start = time.perf_counter()
     register_coco_scale()
@@ -240,6 +312,9 @@ def main():
         out, num_images = args.eval_worker
         _evaluate(val_records(int(num_images)), os.path.join(out, "eval"),
                   os.path.join(out, "result.json"))
+        return
+    if args.merge_worker:
+        merge_worker(*args.merge_worker)
         return
     if not os.path.exists(coco_scale_paths()["train_json"]):
         subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_coco_scale_dataset.py")],
@@ -253,14 +328,15 @@ def main():
         for processes, num_images in args.eval_runs:
             eval_rows.append(measure_eval(num_images, processes))
             print(format_tables([], eval_rows[-1:]), flush=True)
-    table = format_tables(data_rows, eval_rows)
+    dump_row = measure_dump(args.dump_images) if "dump" in args.parts else None
+    table = format_tables(data_rows, eval_rows, dump_row)
     table += f"\n\n(`{' '.join(sys.argv)}`: {(time.perf_counter() - start) / 60:.0f} min)"
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with atomic_open(args.output, "w") as f:
         f.write(table + "\n")
     with atomic_open(os.path.splitext(args.output)[0] + ".json", "w") as f:
-        json.dump({"data": data_rows, "eval": eval_rows}, f, indent=1)
+        json.dump({"data": data_rows, "eval": eval_rows, "dump": dump_row}, f, indent=1)
 
 
 if __name__ == "__main__":
