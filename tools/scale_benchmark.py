@@ -211,8 +211,9 @@ def write_dump_shards(records, output, images_per_shard=200, encoded=50):
     for index in range(0, -(-len(records) // images_per_shard)):
         ids = [r["image_id"] for r in records[index * images_per_shard:][:images_per_shard]]
         which = [i % len(base["ids"]) for i in range(len(ids))]
-        shard = {"ids": ids, "boxes": [base["boxes"][i] for i in which],
-                 "objectness_logits": [base["objectness_logits"][i] for i in which],
+        # copies: pickle would write a repeated array once
+        shard = {"ids": ids, "boxes": [base["boxes"][i].copy() for i in which],
+                 "objectness_logits": [base["objectness_logits"][i].copy() for i in which],
                  "segm": [base["segm"][i].replace(f'"image_id": {base["ids"][i]},',
                                                   f'"image_id": {image_id},')
                           for i, image_id in zip(which, ids)]}
