@@ -2,8 +2,8 @@
 """`make scale-bench`: memory, time and file sizes at COCO scale, on the synthetic COCO-size
 set (tools/make_coco_scale_dataset.py; written first if missing), printed as a table.
 
-    python tools/scale_benchmark.py [--parts data eval] [--batches 2000] [--workers 4]
-        [--eval-runs 1:1000 2:5000] [--output output/scale_benchmark.md]
+    python tools/scale_benchmark.py [--parts data eval dump] [--batches 2000] [--workers 4]
+        [--eval-runs 1:1000 2:5000] [--dump-images 5000] [--output output/scale_benchmark.md]
 
 - data: the training loaders of DeepMask/SharpMask (the centred-patch stream; SharpMask's is
   the same code with mask batches only) and InstanceFCN (detectron2's loader with our mapper),
@@ -53,6 +53,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADERS = {"DeepMask/SharpMask patches": "configs/deepmask_R50.yaml",
            "InstanceFCN images": "configs/instancefcn_R50.yaml"}
 MB = 2 ** 20
+DUMP_IMAGES_PER_SHARD = 200  # tools/dump_proposals.py's default
 
 
 def memory(pid="self"):
@@ -192,7 +193,11 @@ def measure_eval(num_images, processes):
     return row
 
 
-def write_dump_shards(records, output, images_per_shard=200, encoded=50):
+def dump_shards(num_images):
+    return -(-num_images // DUMP_IMAGES_PER_SHARD)
+
+
+def write_dump_shards(records, output, encoded=50):
     """The shards `tools/dump_proposals.py --masks` writes for `records`, from synthetic
     proposals: those of the first `encoded` images are encoded as the tool does
     (`add_to_shard`), and every shard repeats them in turn under its own image ids (the
@@ -208,8 +213,9 @@ def write_dump_shards(records, output, images_per_shard=200, encoded=50):
                               objectness_logits=scores, proposal_boxes=Boxes(masks.windows))
         add_to_shard(base, record["image_id"], proposals, with_masks=True)
     seconds = (time.perf_counter() - start) / len(base["ids"])
-    for index in range(0, -(-len(records) // images_per_shard)):
-        ids = [r["image_id"] for r in records[index * images_per_shard:][:images_per_shard]]
+    for index in range(dump_shards(len(records))):
+        first = index * DUMP_IMAGES_PER_SHARD
+        ids = [r["image_id"] for r in records[first:first + DUMP_IMAGES_PER_SHARD]]
         which = [i % len(base["ids"]) for i in range(len(ids))]
         # copies: pickle would write a repeated array once
         shard = {"ids": ids, "boxes": [base["boxes"][i].copy() for i in which],
@@ -224,7 +230,7 @@ def write_dump_shards(records, output, images_per_shard=200, encoded=50):
 def merge_worker(output, num_images, result_file):
     records = val_records(int(num_images))
     start = time.perf_counter()
-    merge(output, -(-len(records) // 200), True, {r["image_id"] for r in records})
+    merge(output, dump_shards(len(records)), True, {r["image_id"] for r in records})
     with open(result_file, "w") as f:
         json.dump({"merge_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}, f)
 
@@ -275,10 +281,11 @@ def format_tables(data_rows, eval_rows, dump_row=None):
                          f"{files['box_proposals.pkl']:.0f} MB |")
     if dump_row:
         r = dump_row
-        lines += ["", "| tools/dump_proposals.py --masks | images x proposals | s per image (encoding) "
-                  "| one shard file (200 images) | merge: time, peak RSS | proposals .pkl | .segm.json |",
+        lines += ["", "| tools/dump_proposals.py --masks | images x proposals | "
+                  "s per image (encoding) | one shard file | merge: time, peak RSS | "
+                  "proposals .pkl | .segm.json |",
                   "|---|---|---:|---:|---|---:|---:|",
-                  f"| 1 process, 200 images per shard | {r['images']} x 1000 | "
+                  f"| 1 process, {DUMP_IMAGES_PER_SHARD} images per shard | {r['images']} x 1000 | "
                   f"{r['shard_s_per_image']:.3f} | {r['shard_mb']:.0f} MB | "
                   f"{r['merge_s']:.1f} s, {r['peak_rss_mb']:.0f} MB | {r['pkl_mb']:.0f} MB | "
                   f"{r['segm_mb']:.0f} MB |"]
