@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
@@ -183,8 +183,17 @@ def test_patch_evaluation_measures_iou_recall_and_accuracy(repo_root):
     evaluator = PatchEvaluator(cfg, ("shapes_val_mini",), 40, seed=0, batch_size=8)
     metrics = evaluator.evaluate(_OracleModel())
     positives = np.mean([spec.label for spec in evaluator.score_specs])
+    # Per category: the share of its patches at even positions (those the oracle gets right),
+    # the category read from the dataset's own annotation of each patch's centred object.
+    dicts = DatasetCatalog.get("shapes_val_mini")
+    names = MetadataCatalog.get("shapes_val_mini").thing_classes
+    right = {}
+    for k, spec in enumerate(evaluator.mask_specs):
+        name = names[dicts[spec.image_index]["annotations"][spec.annotation_index]["category_id"]]
+        right.setdefault(f"mean_iou/{name}", []).append(100.0 * (k % 2 == 0))
+    assert len(right) > 3
     assert metrics == pytest.approx({
         "mean_iou": 50.0, "median_iou": 50.0, "recall@0.5": 50.0, "recall@0.7": 50.0,
-        "score_accuracy": 100 * positives})
+        "score_accuracy": 100 * positives, **{c: np.mean(v) for c, v in right.items()}})
     again = PatchEvaluator(cfg, ("shapes_val_mini",), 40, seed=0, batch_size=8)
     assert [s.center for s in again.mask_specs] == [s.center for s in evaluator.mask_specs]

@@ -9,7 +9,8 @@ shapes_val: mask and box AR@10/100/1000 (our evaluator) and, for DeepMask/SharpM
 mask IoU
 (TEST.PATCH_EVAL's fixed held-out patches). Writes curves.json (one entry per checkpoint,
 written as soon as it is measured), curves.md (the table) and convergence.png (AR@100 and patch
-IoU against iterations, the demo's length marked).
+IoU against iterations, the demo's length marked; curves.md also has the patch IoU per
+category).
 
 Resumable: a rerun with the same arguments continues training where it stopped and evaluates
 only the checkpoints not yet in curves.json.
@@ -76,8 +77,25 @@ def write_table(curves, path):
             lines.append(f"| {name} | {it} | " + " | ".join(f"{e[t][m]:.1f}" for t, m in METRICS)
                          + (f" | {patch['mean_iou']:.1f} | {patch['score_accuracy']:.1f}"
                             if patch else " | - | -") + f" | {e['train_minutes']:.1f} |")
+    lines += ["", "Patch mask IoU by the category of the patch's centred object:", ""]
+    lines += category_table(curves)
     with atomic_open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def category_table(curves):
+    """Rows of the patch mask IoU per category, for each checkpoint that has it."""
+    rows = [(name, it, e["patch"]) for name, entries in curves.items()
+            for it, e in sorted(entries.items(), key=lambda kv: int(kv[0])) if "patch" in e]
+    if not rows:
+        return []
+    categories = [k.split("/", 1)[1] for k in rows[0][2] if k.startswith("mean_iou/")]
+    lines = ["| method | iteration | " + " | ".join(categories) + " |",
+             "|---|---:|" + "---:|" * len(categories)]
+    lines += [f"| {name} | {it} | " + " | ".join(
+        f"{patch.get('mean_iou/' + c, float('nan')):.1f}" for c in categories) + " |"
+        for name, it, patch in rows]
+    return lines
 
 
 def plot(curves, demo_iters, path):
