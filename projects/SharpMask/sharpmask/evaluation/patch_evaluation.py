@@ -29,7 +29,9 @@ class PatchEvaluator:
         names = MetadataCatalog.get(dataset_names[0]).get("thing_classes")
         ids = [dicts[s.image_index]["annotations"][s.annotation_index]["category_id"]
                for s in self.mask_specs]
-        self.mask_categories = [names[i] if names else str(i) for i in ids]
+        label = names.__getitem__ if names else str
+        self.mask_categories = [label(i) for i in ids]
+        self.category_order = [label(i) for i in sorted(set(ids))]  # the dataset's order
         self.mapper = build_patch_mapper(cfg, dicts)
         self.batch_size = batch_size
 
@@ -62,7 +64,7 @@ class PatchEvaluator:
         world = comm.get_world_size()
         categories = np.array(sum([self.mask_categories[r::world] for r in range(world)], []))
         by_category = {f"mean_iou/{c}": 100 * float(ious[categories == c].mean())
-                       for c in sorted(set(self.mask_categories))}
+                       for c in self.category_order}
         return {
             "mean_iou": 100 * float(ious.mean()), "median_iou": 100 * float(np.median(ious)),
             "recall@0.5": 100 * float((ious > 0.5).mean()),
