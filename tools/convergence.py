@@ -110,6 +110,7 @@ def plot(curves, demo_iters, path):
                          color=line.get_color(), label=name)
     axes[0].set(xlabel="iterations (SharpMask, InstanceFCN: their own, after the DeepMask)",
                 ylabel="mask AR@100 on shapes_val (%)", title="proposal recall (dotted: make demo)")
+    axes[1].axhline(0.6, color="grey", ls="--", lw=1, label="0.6: the target for DeepMask")
     axes[1].set(xlabel="iterations", ylabel="mean patch mask IoU",
                 title="patch mask IoU (256 held-out shapes_val patches)", ylim=(0, 1))
     for ax in axes:
