@@ -35,8 +35,13 @@ class PatchEvaluator:
         self.mapper = build_patch_mapper(cfg, dicts)
         self.batch_size = batch_size
 
+    @staticmethod
+    def _mine(items):
+        """This process's share: every world_size-th item."""
+        return items[comm.get_rank()::comm.get_world_size()]
+
     def _batches(self, specs):
-        mine = specs[comm.get_rank()::comm.get_world_size()]
+        mine = self._mine(specs)
         for start in range(0, len(mine), self.batch_size):
             yield [self.mapper(spec) for spec in mine[start:start + self.batch_size]]
 
@@ -60,9 +65,7 @@ class PatchEvaluator:
         model.train(was_training)
         ious = np.array(sum(comm.all_gather(ious), []))
         correct = np.array(sum(comm.all_gather(correct), []))
-        # Gathered rank by rank: patch k of rank r is mask spec r + k * world_size.
-        world = comm.get_world_size()
-        categories = np.array(sum([self.mask_categories[r::world] for r in range(world)], []))
+        categories = np.array(sum(comm.all_gather(self._mine(self.mask_categories)), []))
         by_category = {f"mean_iou/{c}": 100 * float(ious[categories == c].mean())
                        for c in self.category_order}
         return {
