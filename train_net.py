@@ -8,7 +8,8 @@ detectron2 detectors on their proposals.
     python train_net.py --config-file CONFIG --num-gpus 8 --num-machines 2 --machine-rank 0 \
         --dist-url tcp://HOST:PORT                                  # several machines
 
-On a machine without GPUs, --num-gpus N starts N CPU processes that train with gloo.
+With MODEL.DEVICE cpu (or on a machine without GPUs), --num-gpus N starts N CPU processes that
+train with gloo.
 """
 import logging
 
@@ -21,14 +22,19 @@ from detectron2.utils.logger import setup_logger
 
 from sharpmask import add_sharpmask_config
 from sharpmask.engine import Trainer, check_config, check_weights_cover_model, merge_config
-from sharpmask.engine.ddp import shared_cpu_threads
+from sharpmask.engine.ddp import launch_environment
 
 
-def setup(args):
+def load_config(args):
     cfg = get_cfg()
     add_sharpmask_config(cfg)
     merge_config(cfg, args.config_file, args.opts)
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args)
     check_config(cfg)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sharpmask")
@@ -55,6 +61,6 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     logging.getLogger(__name__).info("Command Line Args: %s", args)
-    with shared_cpu_threads(args.num_gpus):
+    with launch_environment(args.num_gpus, load_config(args).MODEL.DEVICE):
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))

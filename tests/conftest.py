@@ -2,10 +2,18 @@ import importlib.metadata
 import os
 import pathlib
 import platform
+import shutil
+import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Generated datasets live in the repo's git-ignored ./datasets, whatever the working directory.
-os.environ.setdefault("SHARPMASK_DATASETS", str(REPO / "datasets"))
+# The world every test assumes, whatever this machine has, set before detectron2 registers
+# its datasets (and inherited by the subprocesses tests start): generated datasets in the
+# repo's git-ignored ./datasets, whatever the working directory or a user's
+# $SHARPMASK_DATASETS; no COCO (an empty folder), even on a machine that has COCO under
+# $DETECTRON2_DATASETS or ./datasets. A test that needs COCO files writes its own.
+os.environ["SHARPMASK_DATASETS"] = str(REPO / "datasets")
+NO_COCO = tempfile.mkdtemp(prefix="sharpmask-tests-no-coco-")
+os.environ["DETECTRON2_DATASETS"] = NO_COCO
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -38,6 +46,10 @@ def pytest_report_header(config):
         f"{torch.get_num_threads()} threads)",
         ", ".join(versions),
     ]
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(NO_COCO, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
 from sharpmask.data.build import build_patch_mapper, build_patch_sampler, build_patch_train_loader
+from sharpmask.engine import Trainer
+from sharpmask.engine.amp import CPUAMPTrainer
 from sharpmask.engine.idle_head import IdleHeadHook
 from sharpmask.engine.lr_schedule import build_lr_scheduler
 from sharpmask.engine.optimizer import build_optimizer
@@ -121,6 +123,51 @@ def test_only_the_head_in_use_moves(repo_root):
                     assert torch.equal(optimizer.state[p][k], v), (kind, n, k)
             assert not torch.equal(model.head.embed.weight, trunk)
             assert any(not torch.equal(p, q) for p, q in zip(branches[kind].parameters(), used))
+
+
+def test_score_loss_is_the_official_soft_margin_mean(repo_root):
+    """A score batch: the official SoftMarginCriterion, the mean over samples of
+    log(1 + exp(-y s)) with labels y = +-1 from the sampler, written out here; no mask loss."""
+    torch.manual_seed(0)
+    model, cfg = build(repo_root, DM, *OFFICIAL)
+    batch = _patches(cfg, "score", 16)
+    signs = torch.tensor([1.0 if x["label"] else -1.0 for x in batch])
+    assert 0 < (signs > 0).sum() < len(batch)
+    model.train()
+    torch.manual_seed(1)  # the same dropout in the score branch for both passes
+    with EventStorage():
+        losses = model(batch)
+    torch.manual_seed(1)
+    _, score_logits = model.patch_logits(batch)
+    official = torch.log1p(torch.exp(-signs * score_logits.detach())).mean()
+    assert losses["loss_score"].item() == pytest.approx(official.item(), rel=1e-5)
+    assert losses["loss_mask"].item() == 0
+
+
+@pytest.mark.parametrize("amp", ["False", "True"])
+def test_trainer_leaves_the_idle_branch_alone_in_a_real_step(repo_root, tmp_path, amp):
+    """`Trainer` (and on a CPU with SOLVER.AMP, `CPUAMPTrainer`) runs the idle-head rule in its
+    own training step: after one SGD step with weight decay (which moves every parameter
+    that has a gradient, even a zero one), the branch the batch did not use is exactly as it
+    was; the trunk and the branch in use moved."""
+    cfg = load_cfg(repo_root, DM, "SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.01",
+                   "SOLVER.WEIGHT_DECAY", "0.1", "SOLVER.WARMUP_ITERS", "0",
+                   "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "4",
+                   "DATALOADER.NUM_WORKERS", "0", "DATASETS.TRAIN", "('shapes_val_mini',)",
+                   "DATASETS.TEST", "()", "SOLVER.AMP.ENABLED", amp,
+                   "OUTPUT_DIR", str(tmp_path))
+    trainer = Trainer(cfg)
+    assert isinstance(trainer._trainer, CPUAMPTrainer) == (amp == "True")
+    model = trainer.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    used = model.last_batch_kind
+    idle = "score" if used == "mask" else "mask"
+    assert used in ("mask", "score")
+    assert not [n for n in moved if n.startswith(f"head.{idle}.")]
+    assert [n for n in moved if n.startswith(f"head.{used}.")]
+    assert [n for n in moved if n.startswith("trunk.")]
 
 
 def _two_process_worker(rank, repo_root, init_file, out_dir):

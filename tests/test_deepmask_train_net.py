@@ -59,11 +59,12 @@ def test_resume_after_kill_mid_training(repo_root, tmp_path):
     proc = subprocess.Popen(args, cwd=repo_root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 300
-        # last_checkpoint is written after the .pth: wait for it, not for the .pth file
+        # last_checkpoint is written after the .pth: wait for it, not for the .pth file. No
+        # clock deadline (machines differ in speed): the wait ends when the checkpoint comes or
+        # the process ends, which its 1000 iterations bound.
         while _last_checkpoint_iter(tmp_path) < 5:
-            assert time.time() < deadline and proc.poll() is None, "no checkpoint written"
-            time.sleep(0.5)
+            assert proc.poll() is None, "training ended without writing checkpoint 5"
+            time.sleep(0.2)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

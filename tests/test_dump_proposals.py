@@ -1,9 +1,11 @@
 """tools/dump_proposals.py: sharded over 2 processes, merged, resumable, loadable by detectron2."""
 import contextlib
 import io
+import os
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
@@ -61,12 +63,15 @@ def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
     # Resume: the shards already written are reused, a lost one is recomputed identically.
     shards = sorted((tmp_path / "props.pkl.shards").glob("shard_*.pkl"))
     assert len(shards) == 4  # 20 images, 6 per shard
-    kept = {p: p.stat().st_mtime_ns for p in shards[1:]}
+    # Kept shards are dated back a day: a rewrite, however fast, would date them now.
+    day_ago = time.time_ns() - 86400 * 10**9
+    for p in shards[1:]:
+        os.utime(p, ns=(day_ago, day_ago))
     shards[0].unlink()
     output.unlink()
     log = _dump(repo_root, output, weights, "--masks")
     assert "3 already done" in log
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert all(p.stat().st_mtime_ns == day_ago for p in shards[1:])
     with open(output, "rb") as f:
         second = pickle.load(f)
     assert second["ids"] == first["ids"]

@@ -371,17 +371,18 @@ def test_bad_inputs_are_named(repo_root, tmp_path):
 
 def test_loss_is_equation_1_over_the_sampled_windows(repo_root):
     """Eq. (1) on hand-made score maps: the objectness logistic loss summed over the sampled
-    windows (balanced: positives and negatives n / 2 each) plus the per-cell logistic loss
-    summed over each positive's in-map cells (assembled by the loop reference), both divided
-    by WINDOWS_PER_IMAGE x images; no mean, no weight between the terms."""
+    windows, balanced (an unbalanced draw of 1 positive and 3 negatives: the positive weighs
+    n / 2 = 2, each negative (n / 2) / 3 = 2/3), plus the per-cell logistic loss summed over
+    the positive's in-map cells (assembled by the loop reference), both divided by
+    WINDOWS_PER_IMAGE x images; no mean, no weight between the terms."""
     torch.manual_seed(0)
     maps = torch.randn(1, 25, 6, 7) * 2
     objectness = torch.randn(1, 6, 7)
     model = _model_with_score_maps(repo_root, lambda images: (maps, objectness))
     model.train()
-    cells = torch.tensor([[2, 3], [0, 6], [5, 0], [3, 3]])  # two positives first
-    labels = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    targets = (torch.rand(2, 11, 11) > 0.5).to(torch.uint8)
+    cells = torch.tensor([[2, 3], [0, 6], [5, 0], [3, 3]])  # the positive first
+    labels = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    targets = (torch.rand(1, 11, 11) > 0.5).to(torch.uint8)
     batch = [{"image": torch.zeros(3, 48, 56, dtype=torch.uint8), "window_cells": cells,
               "window_labels": labels, "window_masks": targets}]
     with EventStorage():
@@ -391,13 +392,14 @@ def test_loss_is_equation_1_over_the_sampled_windows(repo_root):
         return -(target * math.log(1 / (1 + math.exp(-logit))) +
                  (1 - target) * math.log(1 - 1 / (1 + math.exp(-logit))))
     normalizer = 256 * 1
-    weights = [1.0] * 4  # balanced: n / 2 = 2 per class over its 2 windows
-    expected_objectness = sum(w * bce(objectness[0, r, c].item(), y.item()) for w, (r, c), y
-                              in zip(weights, cells.tolist(), labels)) / normalizer
-    assembled = _assemble_by_loops(maps[0], cells[:2, 0], cells[:2, 1], 5, 11, float("nan"))
-    expected_mask = sum(bce(assembled[n, i, j].item(), float(targets[n, i, j]))
-                        for n in range(2) for i in range(11) for j in range(11)
-                        if not math.isnan(assembled[n, i, j].item())) / normalizer
+    weights = [2.0, 2 / 3, 2 / 3, 2 / 3]
+    bces = [bce(objectness[0, r, c].item(), y.item()) for (r, c), y in zip(cells.tolist(), labels)]
+    expected_objectness = sum(w * b for w, b in zip(weights, bces)) / normalizer
+    assert sum(bces) / normalizer != pytest.approx(expected_objectness, rel=1e-2)  # weights matter
+    assembled = _assemble_by_loops(maps[0], cells[:1, 0], cells[:1, 1], 5, 11, float("nan"))
+    expected_mask = sum(bce(assembled[0, i, j].item(), float(targets[0, i, j]))
+                        for i in range(11) for j in range(11)
+                        if not math.isnan(assembled[0, i, j].item())) / normalizer
     assert losses["loss_objectness"].item() == pytest.approx(expected_objectness, rel=1e-5)
     assert losses["loss_mask"].item() == pytest.approx(expected_mask, rel=1e-5)
 

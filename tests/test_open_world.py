@@ -111,7 +111,8 @@ def test_coco_voc_splits_follow_the_protocol(monkeypatch):
                         ("coco_2017_val_nonvoc", 60), ("coco_2014_val_first5k_nonvoc", 60)]:
         kept = MetadataCatalog.get(name).ground_truth_categories
         assert len(kept) == count and (set(kept) == set(VOC_CATEGORIES)) == (count == 20)
-    # Without the COCO files (none here), the split names the file and where it is looked for.
+    # Without the COCO files (conftest points DETECTRON2_DATASETS at an empty folder, whatever
+    # the machine has), the split names the file and where it is looked for.
     with pytest.raises(FileNotFoundError, match=r"instances_val2017\.json.*DETECTRON2_DATASETS"):
         DatasetCatalog.get("coco_2017_val_nonvoc")
     # A detector's COCOEvaluator would score a split against all categories: refused.

@@ -1,6 +1,7 @@
 """The embedded shapes dataset: deterministic, varied, and never half-written."""
 import json
 import os
+import time
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -70,6 +71,7 @@ def test_interrupted_or_damaged_split_is_regenerated(tmp_path, monkeypatch):
     os.remove(os.path.join(image_root, "000001.jpg"))  # damaged: regenerated identically
     json_file, image_root = ensure_shapes_split(str(tmp_path), "val_mini")
     assert len(os.listdir(image_root)) == 3 and open(json_file).read() == first
-    mtime = os.path.getmtime(json_file)
+    day_ago = time.time_ns() - 86400 * 10**9  # a rewrite, however fast, would date it now
+    os.utime(json_file, ns=(day_ago, day_ago))
     ensure_shapes_split(str(tmp_path), "val_mini")  # complete: left alone
-    assert os.path.getmtime(json_file) == mtime
+    assert os.stat(json_file).st_mtime_ns == day_ago

@@ -93,10 +93,15 @@ def test_every_problem_of_the_main_command_is_named_at_start(repo_root, monkeypa
     """The README's main command on a machine without COCO, a GPU or a trained DeepMask: one
     error at start names all three (and the environment variable that locates COCO), and the
     run writes nothing."""
+    # No COCO and no GPU (an empty CUDA_VISIBLE_DEVICES hides a machine's GPUs from torch).
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    proc = subprocess.run([sys.executable, "train_net.py", "--config-file",
-                           "configs/sharpmask_R50.yaml", "OUTPUT_DIR", str(tmp_path / "out")],
-                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    # Run from an empty folder: the config's DeepMask path is relative to the working directory,
+    # and a user's repository may hold a trained output/deepmask_R50.
+    proc = subprocess.run([sys.executable, str(repo_root / "train_net.py"), "--config-file",
+                           str(repo_root / "configs/sharpmask_R50.yaml"),
+                           "OUTPUT_DIR", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     for expected in ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS = 'output/deepmask_R50/model_best.pth'",
                      "instances_train2014.json does not exist", "$DETECTRON2_DATASETS",
@@ -136,28 +141,34 @@ def test_missing_coco_files_are_named(monkeypatch, tmp_path):
         register_coco_val5k(coco_root())
 
 
-def _write_threads(folder):
+def _write_environment(folder):
     import torch
     from detectron2.utils import comm
 
     with open(os.path.join(folder, f"rank{comm.get_rank()}"), "w") as f:
-        f.write(str(torch.get_num_threads()))
+        json.dump([torch.get_num_threads(), torch.cuda.is_available(),
+                   torch.distributed.get_backend()], f)
 
 
-def test_launched_processes_share_the_cores(tmp_path, monkeypatch):
-    """Processes started by `launch` under shared_cpu_threads each take cores / processes
-    torch threads (not every core each, which oversubscribes the CPU); an OMP_NUM_THREADS
-    given by the user wins, and the parent's environment is left as it was."""
+def test_launched_cpu_processes_share_the_cores_and_use_gloo(tmp_path, monkeypatch):
+    """Processes started by `launch` under launch_environment for a CPU device each take
+    cores / processes torch threads (not every core each, which oversubscribes the CPU) and
+    see no GPU, so that `launch` picks gloo even on a GPU machine (NCCL rejects CPU tensors;
+    a 1-GPU machine cannot start 2 GPU processes). An OMP_NUM_THREADS given by the user
+    wins, a GPU device keeps the GPUs, and the parent's environment is left as it was."""
     from detectron2.engine import launch
 
-    from sharpmask.engine.ddp import shared_cpu_threads
+    from sharpmask.engine.ddp import launch_environment
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    with shared_cpu_threads(2):
-        launch(_write_threads, 2, dist_url="auto", args=(str(tmp_path),))
-    assert "OMP_NUM_THREADS" not in os.environ
-    expected = str(max(1, os.cpu_count() // 2))
-    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == [expected, expected]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with launch_environment(2, "cpu"):
+        launch(_write_environment, 2, dist_url="auto", args=(str(tmp_path),))
+    assert "OMP_NUM_THREADS" not in os.environ and "CUDA_VISIBLE_DEVICES" not in os.environ
+    expected = [max(1, os.cpu_count() // 2), False, "gloo"]
+    assert [json.loads((tmp_path / f"rank{r}").read_text()) for r in (0, 1)] == [expected] * 2
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    with shared_cpu_threads(2):
+    with launch_environment(2, "cpu"):
         assert os.environ["OMP_NUM_THREADS"] == "3"
+    with launch_environment(2, "cuda"):
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from sharpmask import add_sharpmask_config
 from sharpmask.data.validation import CheckedDatasetMapper
 from sharpmask.engine import check_config, check_weights_cover_model, merge_config
-from sharpmask.engine.ddp import shared_cpu_threads
+from sharpmask.engine.ddp import launch_environment
 from sharpmask.structures import encode_masks_as_rles
 from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
 from sharpmask.utils.coco_results import segment_results_text, write_json_list
@@ -172,7 +172,8 @@ if __name__ == "__main__":
     args.output = os.path.abspath(args.output)
     os.makedirs(args.output + ".shards", exist_ok=True)
     # Finished shards are only reused by a run with the same settings and weights.
-    manifest = settings_manifest(args, load_config(args))
+    cfg = load_config(args)
+    manifest = settings_manifest(args, cfg)
     manifest_path = os.path.join(args.output + ".shards", "manifest.json")
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
@@ -184,6 +185,6 @@ if __name__ == "__main__":
                      "...); delete that folder or rerun with the same arguments and weights")
     else:
         atomic_write_json(manifest, manifest_path)
-    with shared_cpu_threads(args.num_gpus):
+    with launch_environment(args.num_gpus, cfg.MODEL.DEVICE):
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))

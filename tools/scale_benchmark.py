@@ -43,7 +43,7 @@ from sharpmask import add_sharpmask_config
 from sharpmask.data.build import build_patch_train_loader
 from sharpmask.data.coco_scale import coco_scale_paths, register_coco_scale
 from sharpmask.data.instancefcn_mapper import InstanceFCNDatasetMapper
-from sharpmask.engine.ddp import shared_cpu_threads
+from sharpmask.engine.ddp import launch_environment
 from sharpmask.evaluation import SegmentProposalEvaluator
 from sharpmask.structures import WindowedMasks
 from sharpmask.utils.atomic_io import atomic_open, atomic_write_pickle
@@ -183,7 +183,7 @@ def measure_eval(num_images, processes):
             subprocess.run([sys.executable, __file__, "--eval-worker", out, str(num_images)],
                            check=True)
         else:
-            with shared_cpu_threads(processes):
+            with launch_environment(processes, "cpu"):
                 launch(_evaluate, processes, dist_url="auto",
                        args=(val_records(num_images), os.path.join(out, "eval"), result))
         with open(result) as f:

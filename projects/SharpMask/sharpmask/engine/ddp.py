@@ -27,20 +27,29 @@ def device_aware_ddp():
 
 
 @contextlib.contextmanager
-def shared_cpu_threads(processes_per_machine):
-    """Within this block, the processes that detectron2's `launch` starts (they read
-    OMP_NUM_THREADS) each get an equal share of this machine's cores for torch's CPU work,
-    unless OMP_NUM_THREADS is set already.
+def launch_environment(processes_per_machine, device):
+    """Within this block, the processes that detectron2's `launch` starts (they inherit the
+    environment) run on `device` as a multi-process job there should:
 
-    Each process would otherwise run as many threads as the machine has cores: on a 2-core
-    CPU, 2 evaluation processes pasting masks ran ~8x slower per image than one (OpenMP
-    threads spinning against each other). torchrun sets 1 for the same reason; a share keeps
-    the cores busy when there are fewer processes than cores."""
-    if processes_per_machine <= 1 or "OMP_NUM_THREADS" in os.environ:
+    - each gets an equal share of this machine's cores for torch's CPU work (OMP_NUM_THREADS),
+      unless OMP_NUM_THREADS is set already. Each process would otherwise run as many threads
+      as the machine has cores: on a 2-core CPU, 2 evaluation processes pasting masks ran ~8x
+      slower per image than one (OpenMP threads spinning against each other). torchrun sets 1
+      for the same reason; a share keeps the cores busy when there are fewer processes than
+      cores.
+    - on a CPU device (MODEL.DEVICE cpu), the machine's GPUs are hidden from them
+      (CUDA_VISIBLE_DEVICES empty): `launch` picks NCCL and one GPU per process whenever CUDA
+      is available, so CPU processes on a GPU machine would otherwise fail (NCCL rejects CPU
+      tensors; a 1-GPU machine cannot start 2 processes).
+
+    The parent's environment is restored on exit."""
+    if processes_per_machine <= 1:
         yield
         return
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes_per_machine))
-    try:
+    changes = {}
+    if "OMP_NUM_THREADS" not in os.environ:
+        changes["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes_per_machine))
+    if device.split(":")[0] == "cpu":
+        changes["CUDA_VISIBLE_DEVICES"] = ""
+    with mock.patch.dict(os.environ, changes):
         yield
-    finally:
-        del os.environ["OMP_NUM_THREADS"]

@@ -34,6 +34,10 @@ class Trainer(DefaultTrainer):
         if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":  # AMPTrainer needs CUDA
             self._trainer = CPUAMPTrainer(model, self._trainer.data_loader,
                                           self._trainer.optimizer)
+        # DefaultTrainer holds the hooks, but its inner SimpleTrainer/AMPTrainer runs the step
+        # and calls its own after_backward, over its own (empty) hook list: without this, no
+        # after_backward hook (IdleHeadHook) would ever run.
+        self._trainer.after_backward = self.after_backward
         name = type(model).__name__
         if hasattr(model, "module"):
             name += f"({type(model.module).__name__})"
