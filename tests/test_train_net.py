@@ -48,16 +48,33 @@ def test_resume_continues_from_last_checkpoint(repo_root, tmp_path):
 
 
 def test_eval_only_writes_proposal_evaluation(repo_root, tmp_path):
-    """An RPN (box proposals, random weights) through train_net --eval-only and our evaluator."""
+    """An RPN (box proposals, random weights) through train_net --eval-only and our evaluator:
+    the AR it reports is pycocotools' (useCats=0) on the box_proposals.pkl it wrote."""
+    import pickle
+
+    from detectron2.data import MetadataCatalog
+
+    from coco_helpers import SIX, reference_coco_recall
     _train_net(repo_root, "--config-file", "configs/shapes/rpn_R18_FPN_shapes.yaml",
                "--eval-only", "DATASETS.TEST", "('shapes_val_mini',)",
                "INPUT.MIN_SIZE_TEST", "256", "OUTPUT_DIR", str(tmp_path))
     out = tmp_path / "inference" / "shapes_val_mini"
     with open(out / "proposal_metrics.json") as f:
         metrics = json.load(f)
-    assert set(metrics) == {"bbox"} and 0 <= metrics["bbox"]["AR@1000"] <= 100
-    for name in ("box_proposals.pkl", "ar_vs_num_proposals.png", "recall_vs_iou.png"):
-        assert (out / name).is_file()
+    with open(out / "box_proposals.pkl", "rb") as f:
+        written = pickle.load(f)
+    results = [{"image_id": i, "category_id": 1, "score": float(s),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+               for i, boxes, scores in zip(written["ids"], written["boxes"],
+                                           written["objectness_logits"])
+               for (x0, y0, x1, y1), s in zip(boxes, scores)]
+    reference = reference_coco_recall(MetadataCatalog.get("shapes_val_mini").json_file, results,
+                                      written["ids"], "bbox")
+    assert set(metrics) == {"bbox"} and metrics["bbox"]["AR@1000"] > 0
+    for name, value in zip(SIX, reference.stats[6:12]):
+        assert metrics["bbox"][name] == pytest.approx(100 * value, abs=0.01), name
+    for name in ("ar_vs_num_proposals.png", "recall_vs_iou.png"):
+        assert (out / name).stat().st_size > 0
 
 
 def _cfg():
