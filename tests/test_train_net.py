@@ -151,7 +151,8 @@ def test_missing_coco_files_are_named(monkeypatch, tmp_path):
     from sharpmask.data.datasets import register_coco_val5k
     register_coco_val5k(str(tmp_path))
     try:
-        with pytest.raises(FileNotFoundError, match=r"instances_val2014\.json.*DETECTRON2_DATASETS"):
+        with pytest.raises(FileNotFoundError,
+                           match=r"instances_val2014\.json.*DETECTRON2_DATASETS"):
             DatasetCatalog.get("coco_2014_val_first5k")
     finally:
         from sharpmask.data.datasets import coco_root
