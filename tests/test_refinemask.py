@@ -251,6 +251,106 @@ def test_training_decreases_losses_and_inference_gives_full_resolution_masks(rep
     assert tuple(raw[0].pred_masks.shape[1:]) == (1, 112, 112)
 
 
+# A proposal box 112 px wide and 56 high, and a ground-truth rectangle at box-relative
+# x 32..80, y 8..36: its edges fall on cell edges at 14, 28, 56 and 112 cells, so every
+# target cell is wholly inside or outside it, whatever the sampling inside a cell.
+PROPOSAL = [40.0, 60.0, 152.0, 116.0]
+OBJECT = (72, 68, 120, 96)  # x0, y0, x1, y1 in the image
+
+
+def _target_by_hand(size):
+    """The ground-truth rectangle cropped to PROPOSAL at size x size: cell (i, j) is
+    foreground when its centre, in box coordinates, lies inside the rectangle."""
+    x0, y0, x1, y1 = (v - o for v, o in zip(OBJECT, PROPOSAL[:2] * 2))
+    xs = (torch.arange(size) + 0.5) * (PROPOSAL[2] - PROPOSAL[0]) / size
+    ys = (torch.arange(size) + 0.5) * (PROPOSAL[3] - PROPOSAL[1]) / size
+    return (((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]).float()
+
+
+@pytest.mark.parametrize("mask_format", ["polygon", "bitmask"])
+def test_training_targets_are_the_ground_truth_cropped_to_the_proposal(repo_root, monkeypatch,
+                                                                       mask_format):
+    """One foreground proposal of class 3 larger than its object: the targets of the 14, 28,
+    56 and 112 px stages are the ground truth cropped to the proposal box (not the object's
+    own box), rows by rows (not transposed), and the stages read class 3's channel."""
+    from detectron2.structures import BitMasks, PolygonMasks
+
+    import sharpmask.modeling.refinemask as refinemask_module
+    torch.manual_seed(0)
+    model, _ = build(repo_root, RM, *SMALL)
+    model.train()
+    head = model.roi_heads.mask_head
+    x0, y0, x1, y1 = OBJECT
+    if mask_format == "polygon":
+        masks = PolygonMasks([[[x0, y0, x1, y0, x1, y1, x0, y1]]])
+    else:
+        bits = torch.zeros(1, 256, 384, dtype=torch.bool)
+        bits[0, y0:y1, x0:x1] = True
+        masks = BitMasks(bits)
+    instances = Instances((256, 384), proposal_boxes=Boxes(torch.tensor([PROPOSAL])),
+                          gt_boxes=Boxes(torch.tensor([OBJECT], dtype=torch.float32)),
+                          gt_classes=torch.tensor([3]), gt_masks=masks)
+    seen = {}
+    real_bar_loss, real_stage_logits = refinemask_module.bar_loss, head.stage_logits
+
+    def recording_bar_loss(logits, targets, *args):
+        seen["targets"] = targets
+        return real_bar_loss(logits, targets, *args)
+
+    def recording_stage_logits(x, boxes, classes, *args):
+        seen["classes"] = classes
+        return real_stage_logits(x, boxes, classes, *args)
+    monkeypatch.setattr(refinemask_module, "bar_loss", recording_bar_loss)
+    monkeypatch.setattr(head, "stage_logits", recording_stage_logits)
+    channels = model.backbone.output_shape()["p2"].channels
+    semantic_features, semantic_logits = model.roi_heads.semantic_head(
+        torch.randn(1, channels, 64, 96))
+    with EventStorage():
+        head(torch.randn(1, channels, 14, 14), [instances], semantic_features, semantic_logits)
+    assert seen["classes"].tolist() == [3]
+    assert [tuple(t.shape) for t in seen["targets"]] == [(1, s, s) for s in (14, 28, 56, 112)]
+    for target in seen["targets"]:
+        size = target.shape[-1]
+        torch.testing.assert_close(target[0], _target_by_hand(size), msg=f"{size} px stage")
+
+
+def test_inference_pastes_each_mask_inside_its_box_at_full_resolution(repo_root, monkeypatch):
+    """Given boxes on a 256 x 384 input of a 512 x 768 image and every stage predicting the left
+    half of its box: the output masks are 512 x 768 and each covers the left half of its box
+    scaled x2, to a pixel, and nothing outside its box."""
+    torch.manual_seed(0)
+    model, _ = build(repo_root, RM, *SMALL)
+    model.eval()
+    head = model.roi_heads.mask_head
+
+    def left_halves(x, boxes, classes, *args):
+        n = len(classes)
+        stages = []
+        for size in (14, 28, 56, 112):
+            logits = torch.full((n, size, size), -8.0)
+            logits[:, :, : size // 2] = 8.0
+            stages.append(logits)
+        return stages
+    monkeypatch.setattr(head, "stage_logits", left_halves)
+    boxes = torch.tensor([PROPOSAL, [200.0, 20.0, 360.0, 240.0]])
+    given = Instances((256, 384), pred_boxes=Boxes(boxes.clone()), pred_classes=torch.tensor([3, 0]),
+                      scores=torch.ones(2))
+    image = torch.randint(0, 256, (3, 256, 384), dtype=torch.uint8)
+    with torch.no_grad():
+        result = model.inference([{"image": image, "height": 512, "width": 768}],
+                                 detected_instances=[given])[0]["instances"]
+    masks = result.pred_masks.numpy()
+    assert masks.shape == (2, 512, 768)
+    torch.testing.assert_close(result.pred_boxes.tensor, 2 * boxes)
+    for mask, (bx0, by0, bx1, by1) in zip(masks, (2 * boxes).tolist()):
+        inside = torch.zeros(512, 768, dtype=torch.bool).numpy()
+        inside[int(by0):int(by1), int(bx0):int(bx1)] = True
+        assert not (mask & ~inside).any()
+        left = inside.copy()
+        left[:, int((bx0 + bx1) / 2):] = False
+        assert (mask != left).sum() <= (by1 - by0) + (bx1 - bx0)  # a pixel along the edges
+
+
 def test_coco_config_trains_one_iteration_on_shapes(repo_root, tmp_path):
     log = _train_net(repo_root, "--config-file", "configs/mask_rcnn_R50_FPN_refinemask_1x.yaml",
                      *ON_SHAPES, "OUTPUT_DIR", str(tmp_path / "o"))
