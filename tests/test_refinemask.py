@@ -333,8 +333,9 @@ def test_inference_pastes_each_mask_inside_its_box_at_full_resolution(repo_root,
         return stages
     monkeypatch.setattr(head, "stage_logits", left_halves)
     boxes = torch.tensor([PROPOSAL, [200.0, 20.0, 360.0, 240.0]])
-    given = Instances((256, 384), pred_boxes=Boxes(boxes.clone()), pred_classes=torch.tensor([3, 0]),
-                      scores=torch.ones(2))
+    # (a copy: detectron2's postprocess scales the given boxes in place)
+    given = Instances((256, 384), pred_boxes=Boxes(boxes.clone()),
+                      pred_classes=torch.tensor([3, 0]), scores=torch.ones(2))
     image = torch.randint(0, 256, (3, 256, 384), dtype=torch.uint8)
     with torch.no_grad():
         result = model.inference([{"image": image, "height": 512, "width": 768}],
