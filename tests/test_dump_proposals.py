@@ -8,11 +8,13 @@ import sys
 import time
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.build import load_proposals_into_dataset
+from detectron2.data.detection_utils import read_image
 
 from model_helpers import build
 
@@ -57,9 +59,25 @@ def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(MetadataCatalog.get("shapes_val_mini").json_file)
         segm = gt.loadRes(str(tmp_path / "props.pkl.segm.json"))
-    for image_id, logits in zip(first["ids"], first["objectness_logits"]):
-        scores = [a["score"] for a in segm.imgToAnns[image_id]]
-        np.testing.assert_allclose(sorted(scores), sorted(logits.tolist()), rtol=1e-6)
+    for image_id, boxes, logits in zip(first["ids"], first["boxes"], first["objectness_logits"]):
+        results = sorted(segm.imgToAnns[image_id], key=lambda a: -a["score"])
+        np.testing.assert_allclose([a["score"] for a in results], logits, rtol=1e-6)
+        # Each box is its mask's tight box (pycocotools' box of the RLE, XYWH -> XYXY).
+        tight = np.array([mask_util.toBbox(a["segmentation"]) for a in results])
+        np.testing.assert_allclose(np.concatenate([tight[:, :2], tight[:, :2] + tight[:, 2:]], 1),
+                                   boxes, atol=1e-3)
+    # Whichever process and shard an image went to, its entry is what the model itself
+    # proposes for that image, read by hand (one image of each shard).
+    dumped = dict(zip(first["ids"], zip(first["boxes"], first["objectness_logits"])))
+    model.load_state_dict(torch.load(weights, weights_only=False)["model"])
+    model.eval()
+    for record in records[::6]:
+        image = read_image(record["file_name"], format="RGB")
+        with torch.no_grad():
+            own = model.propose(torch.as_tensor(image.transpose(2, 0, 1).copy()), top_k=30)
+        boxes, logits = dumped[record["image_id"]]
+        np.testing.assert_allclose(own.objectness_logits.numpy(), logits, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(own.proposal_boxes.tensor.numpy(), boxes, atol=1e-2)
     # Resume: the shards already written are reused, a lost one is recomputed identically.
     shards = sorted((tmp_path / "props.pkl.shards").glob("shard_*.pkl"))
     assert len(shards) == 4  # 20 images, 6 per shard
