@@ -1,14 +1,23 @@
 """RefineMask: stage shapes, the BAR loss against a direct computation, boundary-only
 refinement, training, full-resolution inference, and the COCO config on shapes data."""
+import contextlib
+import io
+import json
 import math
 
+import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper
-from detectron2.structures import Boxes, Instances
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
 from model_helpers import build, load_cfg
+from sharpmask.engine import Trainer
 from sharpmask.modeling.refinemask_boundary import bar_loss, block_boundary, merge_stages
 from test_detection_configs import ON_SHAPES
 from test_train_net import _iterations, _train_net
@@ -356,6 +365,76 @@ def test_coco_config_trains_one_iteration_on_shapes(repo_root, tmp_path):
     log = _train_net(repo_root, "--config-file", "configs/mask_rcnn_R50_FPN_refinemask_1x.yaml",
                      *ON_SHAPES, "OUTPUT_DIR", str(tmp_path / "o"))
     assert "loss_semantic" in log and _iterations(tmp_path / "o") == [0]
+
+
+def _box_masks_results(gt):
+    """COCO results by hand: each ground-truth object's box, filled, as its mask (score 1)."""
+    results = []
+    for a in gt.anns.values():
+        image = gt.imgs[a["image_id"]]
+        x, y, w, h = a["bbox"]
+        mask = np.zeros((image["height"], image["width"]), np.uint8, order="F")
+        mask[round(y):round(y + h), round(x):round(x + w)] = 1
+        results.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                        "segmentation": mask_util.encode(mask), "score": 1.0})
+    return results
+
+
+def _coco_stats(gt, results, task):
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(results), task)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [100 * v if v >= 0 else float("nan") for v in ev.stats[:6]]
+
+
+def test_coco_evaluation_of_full_resolution_masks(repo_root, tmp_path, monkeypatch):
+    """Trainer.test, as train_net --eval-only runs it, with detectron2's COCOEvaluator, on a
+    RefineMask detector given each image's ground-truth boxes and classes (scaled to the
+    resized input) and predicting the whole box at every stage: box AP is 100, so the boxes
+    come back at the original resolution; mask AP is that of filled boxes made by hand
+    (to a pixel along the edges); both equal pycocotools on the results file it wrote."""
+    cfg = load_cfg(repo_root, RM, *SMALL, "DATASETS.TEST", "('shapes_val_mini',)",
+                   "OUTPUT_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg).eval()
+    records = {r["image_id"]: r for r in DatasetCatalog.get("shapes_val_mini")}
+    inference = model.inference
+
+    def given_ground_truth(batched_inputs, detected_instances=None, do_postprocess=True):
+        given = []
+        for x in batched_inputs:
+            anns = [a for a in records[x["image_id"]]["annotations"] if not a["iscrowd"]]
+            factors = torch.tensor([x["image"].shape[2] / x["width"],
+                                    x["image"].shape[1] / x["height"]] * 2)
+            boxes = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                  for a in anns]).reshape(-1, 4) * factors
+            given.append(Instances(x["image"].shape[1:], pred_boxes=Boxes(boxes),
+                                   scores=torch.ones(len(anns)),
+                                   pred_classes=torch.tensor([a["category_id"] for a in anns],
+                                                             dtype=torch.long)))
+        return inference(batched_inputs, given, do_postprocess)
+
+    def whole_boxes(x, boxes, classes, *args):
+        return [torch.full((len(classes), s, s), 8.0) for s in (14, 28, 56, 112)]
+    monkeypatch.setattr(model, "inference", given_ground_truth)
+    monkeypatch.setattr(model.roi_heads.mask_head, "stage_logits", whole_boxes)
+    results = Trainer.test(cfg, model)
+    with open(tmp_path / "inference" / "shapes_val_mini" / "coco_instances_results.json") as f:
+        detections = json.load(f)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(MetadataCatalog.get("shapes_val_mini").json_file)
+    assert all(d["segmentation"]["size"] == [gt.imgs[d["image_id"]]["height"],
+                                             gt.imgs[d["image_id"]]["width"]] for d in detections)
+    assert results["bbox"]["AP"] == pytest.approx(100.0)
+    by_hand = _coco_stats(gt, _box_masks_results(gt), "segm")
+    assert 5 < by_hand[0] < 95  # occluded, thin and holed shapes fill their boxes poorly
+    for task in ("segm", "bbox"):
+        ours = [results[task][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+        assert ours == pytest.approx(_coco_stats(gt, detections, task), abs=1e-6,
+                                     nan_ok=True), task
+    assert results["segm"]["AP"] == pytest.approx(by_hand[0], abs=1.0)
 
 
 def test_wrong_mask_head_is_refused(repo_root):
