@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 LOCK ?= requirements/lock.txt
 CONSTRAINT := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench scale-bench test-margins convergence open-world-demo \
+.PHONY: install lock test demo demo-all detect-demo refinemask-demo bench scale-bench test-margins convergence open-world-demo test-user-machine \
 	clean-datasets
 
 install: $(STAMP)
@@ -33,6 +33,15 @@ lock: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite as on a user's machine: a GPU (torch.cuda.is_available() made true by
+# tests/user_machine/sitecustomize.py, unless CUDA_VISIBLE_DEVICES is empty), COCO 2014/2017
+# files under $$DETECTRON2_DATASETS and another $$SHARPMASK_DATASETS. It must pass as `make test`.
+USER_MACHINE := output/user_machine
+test-user-machine: install
+	rm -rf $(USER_MACHINE) && $(PY) tests/user_machine/make_fake_coco.py $(USER_MACHINE)/datasets
+	DETECTRON2_DATASETS=$(CURDIR)/$(USER_MACHINE)/datasets SHARPMASK_DATASETS=/nonexistent \
+		PYTHONPATH=$(CURDIR)/tests/user_machine $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(PY) tools/shapes_demo.py --output output/demo

@@ -45,6 +45,8 @@ def pytest_report_header(config):
         f"(CPU capability {torch.backends.cpu.get_cpu_capability()}, "
         f"{torch.get_num_threads()} threads)",
         ", ".join(versions),
+        f"CUDA available: {torch.cuda.is_available()} (tests pick their device themselves); "
+        f"COCO for tests: none (DETECTRON2_DATASETS={NO_COCO}, empty)",
     ]
 
 

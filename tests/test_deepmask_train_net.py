@@ -15,6 +15,7 @@ SM = "configs/shapes/sharpmask_R18_shapes.yaml"
 TINY = ["DATASETS.TRAIN", "('shapes_val_mini',)", "DATASETS.TEST", "('shapes_val_mini',)",
         "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "0",
         "SOLVER.STEPS", "(100,)", "MODEL.DEEPMASK.TEST_TOPK", "200",
+        "MODEL.DEEPMASK.TEST_SCALES", "[0.5, 1.0]",  # multi-scale, at a test's cost
         "TEST.PATCH_EVAL.NUM_PATCHES", "16"]
 
 

@@ -1,9 +1,13 @@
 """The COCO detector configs on our proposals build and train one iteration on shapes data."""
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils.events import EventStorage
 
-from model_helpers import build
-from test_dump_proposals import DM, random_deepmask_proposals
+from model_helpers import build, load_cfg
+from proposal_file_helpers import hand_written_proposal_file, proposals_at_roi_heads
+from sharpmask.engine import Trainer
+from test_dump_proposals import DM
 from test_train_net import _iterations, _train_net
 
 ON_SHAPES = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", "8",
@@ -13,12 +17,30 @@ ON_SHAPES = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CL
              "DATASETS.TRAIN", "('shapes_val_mini',)"]
 
 
-def test_fast_rcnn_on_precomputed_deepmask_proposals(repo_root, tmp_path):
-    proposals = random_deepmask_proposals(repo_root, tmp_path)
-    _train_net(repo_root, "--config-file", "configs/fast_rcnn_R50_FPN_deepmask_proposals.yaml",
-               *ON_SHAPES, "DATASETS.PROPOSAL_FILES_TRAIN", f"('{proposals}',)",
-               "OUTPUT_DIR", str(tmp_path / "out"))
-    assert _iterations(tmp_path / "out") == [0]
+def test_fast_rcnn_coco_config_trains_on_a_proposal_file(repo_root, tmp_path):
+    """configs/fast_rcnn_R50_FPN_deepmask_proposals.yaml on shapes data, with a hand-written
+    proposal file (12 boxes per image): the RoI heads receive each image's boxes of the file,
+    best first, scaled to the resized image, and one step trains the box head on them."""
+    path = tmp_path / "hand.pkl"
+    by_id = hand_written_proposal_file(path, "shapes_val_mini")
+    cfg = load_cfg(repo_root, "configs/fast_rcnn_R50_FPN_deepmask_proposals.yaml", *ON_SHAPES,
+                   "DATASETS.PROPOSAL_FILES_TRAIN", f"('{path}',)", "INPUT.RANDOM_FLIP", "none")
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg).train()
+    batch = next(iter(Trainer.build_train_loader(cfg)))
+    received = proposals_at_roi_heads(model, batch)
+    for x, proposals in zip(batch, received):
+        boxes, logits = by_id[x["image_id"]]
+        height, width = x["image"].shape[-2:]
+        factors = np.array([width / x["width"], height / x["height"]] * 2, np.float32)
+        np.testing.assert_allclose(proposals.proposal_boxes.tensor.numpy(),
+                                   boxes[np.argsort(-logits)] * factors, rtol=1e-5, atol=1e-3)
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
 
 
 def test_mask_rcnn_with_sharpmask_generator(repo_root, tmp_path):

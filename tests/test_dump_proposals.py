@@ -19,31 +19,23 @@ from detectron2.data.detection_utils import read_image
 from model_helpers import build
 
 DM = "configs/shapes/deepmask_R18_shapes.yaml"
+# 30 proposals per image from two scales (multi-scale, at a test's cost)
+TEST_OPTS = ["MODEL.DEEPMASK.TEST_TOPK", "30", "MODEL.DEEPMASK.TEST_SCALES", "[0.5, 1.0]"]
 
 
 def _dump(repo_root, output, weights, *extra):
     proc = subprocess.run(
         [sys.executable, "tools/dump_proposals.py", "--config-file", DM, "--dataset",
          "shapes_val_mini", "--output", str(output), "--images-per-shard", "6", *extra,
-         "MODEL.WEIGHTS", str(weights), "MODEL.DEEPMASK.TEST_TOPK", "30"],
+         "MODEL.WEIGHTS", str(weights), *TEST_OPTS],
         cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout
 
 
-def random_deepmask_proposals(repo_root, tmp_path):
-    """A random-weight DeepMask's proposal file for shapes_val_mini (30 per image)."""
-    torch.manual_seed(0)
-    model, _ = build(repo_root, DM)
-    DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
-    proposals = tmp_path / "props.pkl"
-    _dump(repo_root, proposals, tmp_path / "deepmask.pth")
-    return proposals
-
-
 def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
     torch.manual_seed(0)
-    model, _ = build(repo_root, DM)
+    model, _ = build(repo_root, DM, *TEST_OPTS)
     DetectionCheckpointer(model, str(tmp_path)).save("deepmask")
     weights, output = tmp_path / "deepmask.pth", tmp_path / "props.pkl"
     _dump(repo_root, output, weights, "--num-gpus", "2", "--masks")
@@ -108,6 +100,6 @@ def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
     proc = subprocess.run(
         [sys.executable, "tools/dump_proposals.py", "--config-file", DM, "--dataset",
          "shapes_val_mini", "--output", str(output), "--images-per-shard", "6", "--masks",
-         "MODEL.WEIGHTS", str(weights), "MODEL.DEEPMASK.TEST_TOPK", "30"],
+         "MODEL.WEIGHTS", str(weights), *TEST_OPTS],
         cwd=repo_root, capture_output=True, text=True)
     assert proc.returncode != 0 and "weights_sha256" in proc.stderr

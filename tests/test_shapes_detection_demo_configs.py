@@ -13,14 +13,13 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.structures import BoxMode
-from detectron2.utils.events import EventStorage
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from model_helpers import build, load_cfg, saved_deepmask
 from sharpmask.engine import ConfigError, Trainer, check_config
 from sharpmask.evaluation import ap_at_iou_thresholds, predict_masks_for_ground_truth
-from test_dump_proposals import random_deepmask_proposals
+from proposal_file_helpers import hand_written_proposal_file, proposals_at_roi_heads
 from test_refinemask import SMALL
 from test_train_net import _train_net
 
@@ -67,7 +66,10 @@ def test_frozen_batchnorm_and_unknown_module_names(repo_root):
 
 
 def test_fast_rcnn_on_shapes_proposals_trains_and_tests_top_k(repo_root, tmp_path):
-    proposals = random_deepmask_proposals(repo_root, tmp_path)
+    """train_net trains and tests the shapes Fast R-CNN on a proposal file; at test time it
+    keeps one box per class per proposal, from the top 7."""
+    proposals = tmp_path / "hand.pkl"
+    hand_written_proposal_file(proposals, "shapes_val_mini")
     files = f"('{proposals}',)"
     _train_net(repo_root, "--config-file", FAST, *TINY, "MODEL.WEIGHTS", "",
                "DATASETS.TEST", "('shapes_val_mini',)", "DATASETS.PROPOSAL_FILES_TRAIN", files,
@@ -84,34 +86,6 @@ def test_fast_rcnn_on_shapes_proposals_trains_and_tests_top_k(repo_root, tmp_pat
     assert detections and max(per_image.values()) <= 7 * 8
 
 
-def _hand_written_proposal_file(path, dataset, count=12):
-    """A proposal file in original image coordinates: `count` boxes per image inside the image,
-    their logits in no order -> {image_id: (boxes, logits)}."""
-    rng = np.random.default_rng(0)
-    by_id = {}
-    for r in DatasetCatalog.get(dataset):
-        w, h = r["width"], r["height"]
-        x0, y0 = rng.uniform(0, w / 2, count), rng.uniform(0, h / 2, count)
-        boxes = np.stack([x0, y0, x0 + rng.uniform(8, w / 2, count),
-                          y0 + rng.uniform(8, h / 2, count)], 1).astype(np.float32)
-        by_id[r["image_id"]] = (boxes, rng.permutation(count).astype(np.float32))
-    with open(path, "wb") as f:
-        pickle.dump({"ids": list(by_id), "boxes": [b for b, _ in by_id.values()],
-                     "objectness_logits": [s for _, s in by_id.values()],
-                     "bbox_mode": BoxMode.XYXY_ABS}, f)
-    return by_id
-
-
-def _proposals_at_roi_heads(model, batch):
-    """The proposals the RoI heads receive for `batch` (a forward pre-hook)."""
-    seen = []
-    handle = model.roi_heads.register_forward_pre_hook(lambda m, args: seen.append(args[2]))
-    with torch.no_grad(), EventStorage():
-        model(batch)
-    handle.remove()
-    return seen[0]
-
-
 @pytest.mark.parametrize("top_k", [5, 1000])
 def test_fast_rcnn_gets_the_files_top_k_boxes_scaled_to_the_resized_image(repo_root,
                                                                           tmp_path, top_k):
@@ -119,7 +93,7 @@ def test_fast_rcnn_gets_the_files_top_k_boxes_scaled_to_the_resized_image(repo_r
     test time (320), the RoI heads receive each image's best `top_k` boxes of the file by
     objectness, in that order, times the resize factors; top_k 1000 is the control (all 12)."""
     path = tmp_path / "hand.pkl"
-    by_id = _hand_written_proposal_file(path, "shapes_val_mini")
+    by_id = hand_written_proposal_file(path, "shapes_val_mini")
     cfg = load_cfg(repo_root, FAST, *TINY, "INPUT.MIN_SIZE_TRAIN", "(256,)",
                    "INPUT.MAX_SIZE_TRAIN", "1000", "INPUT.MIN_SIZE_TEST", "320",
                    "INPUT.MAX_SIZE_TEST", "1000",
@@ -134,7 +108,7 @@ def test_fast_rcnn_gets_the_files_top_k_boxes_scaled_to_the_resized_image(repo_r
     test_batch = next(iter(Trainer.build_test_loader(cfg, "shapes_val_mini")))
     for training, batch in ((True, train_batch), (False, test_batch)):
         model.train(training)
-        received = _proposals_at_roi_heads(model, batch)
+        received = proposals_at_roi_heads(model, batch)
         for x, proposals in zip(batch, received):
             boxes, logits = by_id[x["image_id"]]
             height, width = x["image"].shape[-2:]
