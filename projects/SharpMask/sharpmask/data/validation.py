@@ -177,15 +177,21 @@ class CheckedDatasetMapper(DatasetMapper):
             raise OSError(f"cannot read image {dataset_dict['file_name']}: {e}") from e
 
 
+def normalize_proposal_file(proposals):
+    """A loaded proposal file with Detectron1's key names ("indexes", "scores") renamed to
+    detectron2's ("ids", "objectness_logits"), as detectron2's loader does."""
+    for old, new in (("indexes", "ids"), ("scores", "objectness_logits")):
+        if old in proposals:
+            proposals[new] = proposals.pop(old)
+    return proposals
+
+
 def proposal_file_problems(path, dataset_name, dicts, examples=3):
     """Why detectron2's precomputed-proposal file at `path` cannot serve `dicts` (one dataset's
     records): image ids it lacks, non-finite boxes or scores, boxes that contradict the file's
     bbox_mode. [] when it can."""
     with PathManager.open(path, "rb") as f:
-        proposals = pickle.load(f, encoding="latin1")
-    for old, new in (("indexes", "ids"), ("scores", "objectness_logits")):  # Detectron1 names
-        if old in proposals:
-            proposals[new] = proposals.pop(old)
+        proposals = normalize_proposal_file(pickle.load(f, encoding="latin1"))
     index = {str(i): k for k, i in enumerate(proposals["ids"])}
     missing = [d["image_id"] for d in dicts if str(d["image_id"]) not in index]
     problems = []

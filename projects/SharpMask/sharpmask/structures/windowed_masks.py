@@ -13,6 +13,8 @@ import pycocotools.mask as mask_util
 import torch
 from detectron2.structures import BitMasks
 
+from .rle_masks import RLEMasks
+
 
 class WindowedMasks:
     """N soft masks, each defined on a square window of the image.
@@ -188,7 +190,10 @@ def _encode_bool_masks(masks: torch.Tensor) -> List[dict]:
 
 
 def encode_masks_as_rles(masks, chunk_size: int = 100) -> List[dict]:
-    """COCO RLEs of proposal masks given as WindowedMasks, BitMasks or an (N, H, W) tensor."""
+    """COCO RLEs of proposal masks given as WindowedMasks, BitMasks, RLEMasks or an (N, H, W)
+    tensor."""
+    if isinstance(masks, RLEMasks):
+        return masks.rles
     if isinstance(masks, WindowedMasks):
         return masks.to_rles(chunk_size)
     if isinstance(masks, BitMasks):
@@ -197,6 +202,6 @@ def encode_masks_as_rles(masks, chunk_size: int = 100) -> List[dict]:
         return [rle for start in range(0, len(masks), chunk_size)
                 for rle in _encode_bool_masks(masks[start:start + chunk_size].bool())]
     raise TypeError(
-        "proposal masks must be WindowedMasks, BitMasks or an (N, H, W) tensor; "
+        "proposal masks must be WindowedMasks, BitMasks, RLEMasks or an (N, H, W) tensor; "
         f"got {type(masks).__name__}"
     )
