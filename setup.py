@@ -16,7 +16,7 @@ setup(
         "detectron2>=0.6",
         "fvcore",
         "pycocotools>=2.0.2",
-        "opencv-python-headless",
+        "opencv-contrib-python-headless",  # cv2 with ximgproc (Selective Search)
         "numpy",
         "matplotlib",
         "tqdm",

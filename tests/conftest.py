@@ -33,7 +33,7 @@ def _cpu_model():
 def pytest_report_header(config):
     """What the run ran on, printed before the tests, so that a red run names its machine."""
     versions = []
-    for name in ("detectron2", "torchvision", "numpy", "opencv-python-headless", "pycocotools",
+    for name in ("detectron2", "torchvision", "numpy", "opencv-contrib-python-headless", "pycocotools",
                  "Pillow", "fvcore", "matplotlib"):
         try:
             versions.append(f"{name} {importlib.metadata.version(name)}")

@@ -16,8 +16,9 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import pickle
+import sys
+import time
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -115,13 +116,19 @@ def main(args):
               f"done; {comm.get_world_size()} process(es)", flush=True)
     bar = tqdm(total=sum(len(shards[i]) for i in mine), unit="img",
                disable=not comm.is_main_process(), desc="proposals (this process)")
+    start, count = time.perf_counter(), 0
     for index in mine:
         shard = run_shard(model, mapper, shards[index], args.masks)
         atomic_write_pickle(shard, shard_path(args.output, index))
         bar.update(len(shards[index]))
+        count += len(shards[index])
     bar.close()
-    comm.synchronize()
+    timings = comm.gather((count, time.perf_counter() - start))  # synchronizes
     if comm.is_main_process():
+        images, seconds = sum(c for c, _ in timings), sum(t for _, t in timings)
+        if images:
+            print(f"{images} images proposed in this run: {seconds / images:.3f} s per image "
+                  f"in each of {len(timings)} process(es)", flush=True)
         merge(args.output, len(shards), args.masks, {r["image_id"] for r in records})
 
 

@@ -7,6 +7,16 @@ def add_sharpmask_config(cfg):
     Defaults are the official DeepMask/SharpMask settings (REFERENCE.md sections 1, 2, 5)."""
     _C = cfg
 
+    # Selective Search (modeling/selective_search.py): OpenCV's parameters, k the scale of
+    # the initial graph segmentation (Felzenszwalb), sigma its Gaussian smoothing.
+    _C.MODEL.SELECTIVE_SEARCH = CN()
+    _C.MODEL.SELECTIVE_SEARCH.MODE = "fast"  # "fast" (the papers'), "quality" or "single"
+    _C.MODEL.SELECTIVE_SEARCH.BASE_K = 150
+    _C.MODEL.SELECTIVE_SEARCH.INC_K = 150
+    _C.MODEL.SELECTIVE_SEARCH.SIGMA = 0.8
+    _C.MODEL.SELECTIVE_SEARCH.MAX_PROPOSALS = 2000  # the DeepMask paper's comparison
+    _C.MODEL.SELECTIVE_SEARCH.SEED = 0  # of the random factor in OpenCV's ranking, per image
+
     # DeepMask network and full-image inference.
     _C.MODEL.DEEPMASK = CN()
     _C.MODEL.DEEPMASK.WINDOW = 160  # iSz: side of the window a proposal covers, in patch px

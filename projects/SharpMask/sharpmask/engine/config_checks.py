@@ -8,6 +8,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from ..config import add_sharpmask_config
 from ..data.datasets import generated_dataset_names
 from ..data.validation import proposal_file_problems, validate_catalog
+from ..modeling.selective_search import MODES as SELECTIVE_SEARCH_MODES
 
 
 def merge_config(cfg, config_file, opts):
@@ -130,6 +131,10 @@ def _value_problems(cfg):
                             f"value (the default is {_default(key)})")
         elif any(v <= 0 for v in node):
             problems.append(f"{key} = {list(node)}: every value must be positive")
+    mode = cfg.MODEL.SELECTIVE_SEARCH.MODE
+    if cfg.MODEL.META_ARCHITECTURE == "SelectiveSearch" and mode not in SELECTIVE_SEARCH_MODES:
+        problems.append(f"MODEL.SELECTIVE_SEARCH.MODE = {mode!r}: must be one of "
+                        f"{SELECTIVE_SEARCH_MODES}")
     if cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT != 1.0 and \
             cfg.MODEL.ROI_HEADS.NAME != "RefineMaskROIHeads":
         problems.append(f"MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT = "
@@ -154,11 +159,15 @@ def _default(key):
     return list(node)
 
 
-def check_config(cfg):
+def check_config(cfg, training=False):
     """Everything the run needs, checked before anything is written: datasets registered and
     their files present, proposal files, weights and DeepMask weights present, lists that must
-    not be empty, the device. Raises one ConfigError naming every problem."""
+    not be empty, the device; with `training`, that the model has something to train. Raises
+    one ConfigError naming every problem."""
     validate_catalog()  # datasets users registered after importing sharpmask, too
     problems = _dataset_problems(cfg) + _file_problems(cfg) + _value_problems(cfg)
+    if training and cfg.MODEL.META_ARCHITECTURE == "SelectiveSearch":
+        problems.append("SelectiveSearch has nothing to train: evaluate it with --eval-only, "
+                        "or write its proposals with tools/dump_proposals.py")
     if problems:
         raise ConfigError(problems)

@@ -6,7 +6,8 @@ from detectron2.evaluation import COCOEvaluator
 from ..evaluation import DetectionsAsProposals, SegmentProposalEvaluator
 
 # Meta-architectures whose outputs are {"proposals": Instances}.
-PROPOSAL_META_ARCHITECTURES = {"DeepMask", "SharpMask", "InstanceFCN", "ProposalNetwork"}
+PROPOSAL_META_ARCHITECTURES = {"DeepMask", "SharpMask", "InstanceFCN", "ProposalNetwork",
+                               "SelectiveSearch"}
 
 
 def seen_categories(cfg, dataset_name):
