@@ -33,8 +33,8 @@ def _cpu_model():
 def pytest_report_header(config):
     """What the run ran on, printed before the tests, so that a red run names its machine."""
     versions = []
-    for name in ("detectron2", "torchvision", "numpy", "opencv-contrib-python-headless", "pycocotools",
-                 "Pillow", "fvcore", "matplotlib"):
+    for name in ("detectron2", "torchvision", "numpy", "opencv-contrib-python-headless",
+                 "pycocotools", "Pillow", "fvcore", "matplotlib"):
         try:
             versions.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:

@@ -3,10 +3,11 @@ check that the test suite does not depend on the machine having no GPU
 (`make test-user-machine`; docs/development.md).
 
 Put this folder on PYTHONPATH: every Python process then sees `torch.cuda.is_available()` true
-and `SIMULATED_GPUS` devices (default 1) with a name and a capability, as on a user's machine, unless CUDA_VISIBLE_DEVICES
-is empty (which hides the GPUs of a real machine too). torch's own modules still see the truth
-(their optimizers and autocast query CUDA for CPU work too). Anything that really runs on the
-fake device fails, which is the point: a test must pick its device itself.
+and `SIMULATED_GPUS` devices (default 1) with a name and a capability, as on a user's machine,
+unless CUDA_VISIBLE_DEVICES is empty (which hides the GPUs of a real machine too). torch's own
+modules still see the truth (their optimizers and autocast query CUDA for CPU work too).
+Anything that really runs on the fake device fails, which is the point: a test must pick its
+device itself.
 """
 import os
 import sys
