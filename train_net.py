@@ -35,7 +35,7 @@ def load_config(args):
 
 def setup(args):
     cfg = load_config(args)
-    check_config(cfg, training=not args.eval_only)
+    check_config(cfg, training=not args.eval_only, resume=args.resume)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sharpmask")
     return cfg

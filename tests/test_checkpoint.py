@@ -44,3 +44,29 @@ def test_written_checkpoint_is_readable_with_plain_detectron2(tmp_path):
     fresh = nn.Linear(3, 2)
     DetectionCheckpointer(fresh).load(str(tmp_path / "model_final.pth"))
     assert torch.equal(fresh.weight, model.weight)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe\x00garbage", r"does not hold a file name \(it starts b'\\xff\\xfe"),
+    (b"\x00\x00\x00\x00", r"does not hold a file name \(it starts b'\\x00"),
+    (b"model_0000099.pth\n", r"names 'model_0000099.pth', which is not a file there"),
+])
+def test_unusable_last_checkpoint_is_named_at_start(repo_root, tmp_path, content, message):
+    """--resume with garbage in OUTPUT_DIR/last_checkpoint: check_config names the file, what
+    is wrong and the checkpoints there, before anything is written; the checkpointer says the
+    same where a script calls it directly (fvcore died with UnicodeDecodeError, or looked for
+    a file named by the garbage)."""
+    from model_helpers import load_cfg
+    from sharpmask.engine import ConfigError, check_config
+
+    model = nn.Linear(3, 2)
+    AtomicCheckpointer(model, str(tmp_path), save_to_disk=True).save("model_0000004")
+    (tmp_path / "last_checkpoint").write_bytes(content)
+    cfg = load_cfg(repo_root, "configs/shapes/deepmask_R18_shapes.yaml",
+                   "OUTPUT_DIR", str(tmp_path))
+    check_config(cfg)  # without --resume the file is not read
+    with pytest.raises(ConfigError, match=r"last_checkpoint " + message +
+                       r".*\['model_0000004.pth'\]"):
+        check_config(cfg, resume=True)
+    with pytest.raises(ValueError, match=message):
+        AtomicCheckpointer(nn.Linear(3, 2), str(tmp_path)).resume_or_load("", resume=True)

@@ -114,3 +114,34 @@ def test_wrong_image_size_is_reported(tmp_path):
     inst.objectness_logits = torch.zeros(1)
     with pytest.raises(ValueError, match="original image coordinates"):
         evaluator.process([{"image_id": 1}], [{"proposals": inst}])
+
+
+def _strict_json(path):
+    def refuse(token):
+        raise ValueError(f"{path} holds {token}, which strict JSON parsers reject")
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+def test_non_finite_proposals_are_refused_and_files_are_strict_json(tmp_path):
+    """A NaN score or an infinite box is refused, naming the image (NaN would rank first and
+    reach the files); recall of a size range without objects is NaN in the metrics returned
+    and null in proposal_metrics.json, which parses as strict JSON."""
+    _box_gt(str(tmp_path))  # two medium-sized objects: no small or large ones
+    evaluator = SegmentProposalEvaluator("box_tie_test", str(tmp_path / "o"), distributed=False)
+    for scores, boxes in (([float("nan"), 1.0], [[10, 10, 50, 50], [20, 10, 60, 50]]),
+                          ([2.0, 1.0], [[10, 10, 50, float("inf")], [20, 10, 60, 50]])):
+        bad = Instances((100, 100), proposal_boxes=Boxes(torch.tensor(boxes)),
+                        objectness_logits=torch.tensor(scores))
+        with pytest.raises(ValueError, match=r"image 1: \d of 2 objectness scores and \d "
+                                             r"boxes are not finite"):
+            evaluator.process([{"image_id": 1}], [{"proposals": bad}])
+    good = Instances((100, 100), proposal_boxes=Boxes(torch.tensor([[10.0, 10, 50, 50]])),
+                     objectness_logits=torch.tensor([1.0]))
+    evaluator.reset()
+    evaluator.process([{"image_id": 1}], [{"proposals": good}])
+    metrics = evaluator.evaluate()
+    assert np.isnan(metrics["bbox"]["AR_s@100"]) and metrics["bbox"]["AR_m@100"] == 50.0
+    written = _strict_json(tmp_path / "o" / "proposal_metrics.json")
+    assert written["bbox"]["AR_s@100"] is None and written["bbox"]["AR_m@100"] == 50.0
+    _strict_json(tmp_path / "o" / "proposal_curves.json")

@@ -106,3 +106,24 @@ def test_corrupt_image_names_the_file(repo_root, tmp_path):
     mapper = build_patch_mapper(cfg, records)
     with pytest.raises(OSError, match="cannot read image .*ok.jpg"):
         mapper(PatchSpec(0, (50.0, 50.0), 1.0, False, 0, "score"))
+
+
+def test_cached_metrics_are_strict_json_and_keep_their_nans(tmp_path):
+    """cached_json stores a NaN metric as null (strict JSON) and gives it back as NaN; a NaN
+    reaching atomic_write_json is refused before the file exists."""
+    import json
+    import math
+
+    from sharpmask.utils.atomic_io import atomic_write_json, cached_json
+
+    metrics = {"bbox": {"AP": 12.5, "APs": float("nan")}, "curve": [1.0, float("inf")]}
+    first = cached_json(str(tmp_path / "m.json"), lambda: metrics)
+    assert json.loads((tmp_path / "m.json").read_text(),
+                      parse_constant=lambda c: 1 / 0) == {"bbox": {"AP": 12.5, "APs": None},
+                                                          "curve": [1.0, None]}
+    again = cached_json(str(tmp_path / "m.json"), lambda: 1 / 0)  # read back, not recomputed
+    for got in (first, again):
+        assert got["bbox"]["AP"] == 12.5 and math.isnan(got["bbox"]["APs"])
+    with pytest.raises(ValueError, match="Out of range float"):
+        atomic_write_json(metrics, str(tmp_path / "strict.json"))
+    assert not (tmp_path / "strict.json").exists()

@@ -36,6 +36,7 @@ from sharpmask import add_sharpmask_config
 from sharpmask.data.validation import CheckedDatasetMapper
 from sharpmask.engine import check_config, check_weights_cover_model, merge_config
 from sharpmask.engine.ddp import launch_environment
+from sharpmask.evaluation.segment_proposal_evaluation import check_finite_proposals
 from sharpmask.structures import encode_masks_as_rles
 from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
 from sharpmask.utils.coco_results import segment_results_text, write_json_list
@@ -58,6 +59,8 @@ def run_shard(model, mapper, records, with_masks):
 
 def add_to_shard(shard, image_id, proposals, with_masks):
     """One image's `proposals` (Instances on the CPU) -> its entries in `shard`."""
+    check_finite_proposals(image_id, proposals.objectness_logits,
+                           proposals.proposal_boxes.tensor)
     shard["ids"].append(image_id)
     shard["boxes"].append(proposals.proposal_boxes.tensor.numpy().astype(np.float32))
     logits = proposals.objectness_logits.numpy().astype(np.float32)

@@ -15,6 +15,28 @@ from ..modeling.deepmask_weights import deepmask_resnet_state
 from ..utils.atomic_io import atomic_open
 
 
+def last_checkpoint_problem(save_dir):
+    """Why `save_dir`/last_checkpoint cannot be resumed from, or None (absent, or naming a
+    checkpoint file there). fvcore would die on undecodable bytes without naming the file, or
+    look for a file named by the garbage."""
+    path = os.path.join(save_dir, "last_checkpoint")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        name = ""
+    if name and "\x00" not in name and os.path.isfile(os.path.join(save_dir, name)):
+        return None
+    saved = sorted(f for f in os.listdir(save_dir) if f.endswith(".pth"))
+    what = f"names {name!r}, which is not a file there" if name and "\x00" not in name \
+        else f"does not hold a file name (it starts {raw[:32]!r})"
+    return (f"--resume: {path} {what}. Write the name of the checkpoint to resume from into "
+            f"it (here: {saved or 'no .pth file'}), or delete it to start from MODEL.WEIGHTS")
+
+
 class AtomicCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer with atomic writes of the checkpoint and of `last_checkpoint`
     (local folders; other PathManager backends keep fvcore's behaviour)."""
@@ -31,6 +53,13 @@ class AtomicCheckpointer(DetectionCheckpointer):
         with atomic_open(save_file, "wb") as f:
             torch.save(data, f)
         self.tag_last_checkpoint(basename)
+
+    def get_checkpoint_file(self):
+        problem = last_checkpoint_problem(self.save_dir) if os.path.isdir(self.save_dir) \
+            else None
+        if problem:
+            raise ValueError(problem)
+        return super().get_checkpoint_file()
 
     def tag_last_checkpoint(self, last_filename_basename):
         if not os.path.isdir(self.save_dir):

@@ -9,6 +9,7 @@ from ..config import add_sharpmask_config
 from ..data.datasets import generated_dataset_names
 from ..data.validation import proposal_file_problems, validate_catalog
 from ..modeling.selective_search import MODES as SELECTIVE_SEARCH_MODES
+from .checkpoint import last_checkpoint_problem
 
 
 def merge_config(cfg, config_file, opts):
@@ -159,13 +160,16 @@ def _default(key):
     return list(node)
 
 
-def check_config(cfg, training=False):
+def check_config(cfg, training=False, resume=False):
     """Everything the run needs, checked before anything is written: datasets registered and
     their files present, proposal files, weights and DeepMask weights present, lists that must
-    not be empty, the device; with `training`, that the model has something to train. Raises
-    one ConfigError naming every problem."""
+    not be empty, the device; with `training`, that the model has something to train; with
+    `resume`, that OUTPUT_DIR/last_checkpoint names a checkpoint. Raises one ConfigError
+    naming every problem."""
     validate_catalog()  # datasets users registered after importing sharpmask, too
     problems = _dataset_problems(cfg) + _file_problems(cfg) + _value_problems(cfg)
+    if resume and last_checkpoint_problem(cfg.OUTPUT_DIR):
+        problems.append(last_checkpoint_problem(cfg.OUTPUT_DIR))
     if training and cfg.MODEL.META_ARCHITECTURE == "SelectiveSearch":
         problems.append("SelectiveSearch has nothing to train: evaluate it with --eval-only, "
                         "or write its proposals with tools/dump_proposals.py")

@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from ..data.category_splits import coco_category_ids
 from ..data.validation import drop_invalid_coco_annotations, keep_coco_annotations
 from ..structures import encode_masks_as_rles
-from ..utils.atomic_io import atomic_write_json, atomic_write_pickle
+from ..utils.atomic_io import atomic_write_json, atomic_write_pickle, nan_to_none
 from ..utils.coco_results import segment_results_text, write_json_list
 from .plots import plot_ar_vs_proposals, plot_recall_vs_iou
 from .proposal_recall import AREA_RANGES, greedy_match_ranks, proposal_recall_metrics
@@ -33,6 +33,18 @@ def _iou_matrix(dets, gts, num_dets, num_gts):
     if num_dets == 0 or num_gts == 0:
         return np.zeros((num_dets, num_gts))
     return np.asarray(mask_util.iou(dets, gts, [0] * num_gts)).reshape(num_dets, num_gts)
+
+
+def check_finite_proposals(image_id, scores, boxes=None):
+    """Refuse non-finite objectness scores or boxes where proposals enter an output (the
+    evaluator, the proposal dump): NaN ranks first and poisons files and metrics."""
+    bad = int((~torch.isfinite(scores)).sum())
+    bad_boxes = 0 if boxes is None else int((~torch.isfinite(boxes)).any(dim=1).sum())
+    if bad or bad_boxes:
+        raise ValueError(
+            f"image {image_id}: {bad} of {len(scores)} objectness scores and {bad_boxes} boxes "
+            "are not finite (NaN or inf): the model's outputs are unusable (did its training "
+            "diverge? look at its losses), or the proposals' source wrote them")
 
 
 class SegmentProposalEvaluator(DatasetEvaluator):
@@ -149,6 +161,8 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         proposals = proposals.to("cpu")
         scores = (proposals.objectness_logits if proposals.has("objectness_logits")
                   else proposals.scores).float()
+        check_finite_proposals(image_id, scores, proposals.proposal_boxes.tensor
+                               if proposals.has("proposal_boxes") else None)
         order = np.argsort(-scores.numpy(), kind="mergesort")[: self._max_proposals]
         proposals = proposals[torch.as_tensor(order, dtype=torch.long)]
         scores = scores[order].numpy().astype(np.float64)
@@ -223,9 +237,12 @@ class SegmentProposalEvaluator(DatasetEvaluator):
     def _write_outputs(self, results, metrics, curves):
         out = self._output_dir
         PathManager.mkdirs(out)
-        atomic_write_json(metrics, os.path.join(out, "proposal_metrics.json"), indent=2)
-        atomic_write_json({task: {k: np.asarray(v).tolist() for k, v in c.items()}
-                           for task, c in curves.items()},
+        # null where a size range has no objects (the metrics returned keep NaN, as COCOeval's
+        # -1 would mislead an average)
+        atomic_write_json(nan_to_none(metrics), os.path.join(out, "proposal_metrics.json"),
+                          indent=2)
+        atomic_write_json(nan_to_none({task: {k: np.asarray(v).tolist() for k, v in c.items()}
+                                       for task, c in curves.items()}),
                           os.path.join(out, "proposal_curves.json"))
         plot_ar_vs_proposals(curves, os.path.join(out, "ar_vs_num_proposals.png"), self._label)
         plot_recall_vs_iou(curves, os.path.join(out, "recall_vs_iou.png"), self._label)
