@@ -133,8 +133,9 @@ def test_proposal_files_are_checked(repo_root, tmp_path):
 
 
 def _proposal_file(path, records, mode=BoxMode.XYXY_ABS, skip=0, nan_boxes=False,
-                   nan_scores=False):
-    """Random XYXY proposals inside each image, in a file that says they are in `mode`."""
+                   nan_scores=False, edit=None):
+    """Random XYXY proposals inside each image, in a file that says they are in `mode`;
+    `edit(data)` -> what is written instead."""
     rng = np.random.default_rng(0)
     boxes, scores = [], []
     for r in records[skip:]:
@@ -147,10 +148,15 @@ def _proposal_file(path, records, mode=BoxMode.XYXY_ABS, skip=0, nan_boxes=False
         boxes[1][3, 2] = np.nan
     if nan_scores:
         scores[2][0] = np.nan
+    data = {"ids": [r["image_id"] for r in records[skip:]], "boxes": boxes,
+            "objectness_logits": scores, "bbox_mode": mode}
     with open(path, "wb") as f:
-        pickle.dump({"ids": [r["image_id"] for r in records[skip:]], "boxes": boxes,
-                     "objectness_logits": scores, "bbox_mode": mode}, f)
+        pickle.dump(edit(data) if edit else data, f)
     return str(path)
+
+
+def _with(data, **changes):
+    return {**data, **changes}
 
 
 @pytest.mark.parametrize("fault,message", [
@@ -158,10 +164,21 @@ def _proposal_file(path, records, mode=BoxMode.XYXY_ABS, skip=0, nan_boxes=False
     ({"skip": 3}, r"has no proposals for 3 image\(s\) of shapes_val_mini"),
     ({"nan_boxes": True}, r"non-finite boxes or scores for 1 image"),
     ({"nan_scores": True}, r"non-finite boxes or scores for 1 image"),
-    ({"mode": BoxMode.XYWH_ABS}, r"bbox_mode is XYWH_ABS but .* look like XYXY boxes")])
+    ({"mode": BoxMode.XYWH_ABS}, r"bbox_mode is XYWH_ABS but .* look like XYXY boxes"),
+    ({"edit": lambda d: _with(d, boxes=d["boxes"][:-1])},
+     r"has 20 ids but 19 box arrays and 20 score arrays"),
+    ({"edit": lambda d: _with(d, objectness_logits=[np.append(d["objectness_logits"][0], 1.0)]
+                              + d["objectness_logits"][1:])},
+     r"image 1 has boxes of shape \(20, 4\) and scores of shape \(21,\)"),
+    ({"mode": BoxMode.XYXY_REL}, r"bbox_mode .* is not BoxMode.XYXY_ABS or XYWH_ABS"),
+    ({"edit": lambda d: _with(d, ids=[d["ids"][1]] + d["ids"][1:])},
+     r"lists image ids more than once \(e.g. \['2'\]\)"),
+    ({"edit": lambda d: list(d.values())}, r"holds a list; a proposal file is a dict"),
+    ({"edit": lambda d: {k: v for k, v in d.items() if k != "boxes"}}, r"lacks \['boxes'\]")])
 def test_proposal_file_contents_are_checked_at_start(repo_root, tmp_path, fault, message):
-    """A test proposal file missing images, with NaN boxes or scores, or with XYXY boxes
-    labelled XYWH is refused before training starts (not after it, at evaluation)."""
+    """A test proposal file missing images, with NaN boxes or scores, with XYXY boxes
+    labelled XYWH, with lengths or shapes that do not match, repeated ids, a relative bbox_mode
+    or another layout is refused before training starts (not after it, at evaluation)."""
     records = DatasetCatalog.get("shapes_val_mini")
     good = _proposal_file(tmp_path / "good.pkl", records)
     bad = _proposal_file(tmp_path / "bad.pkl", records, **fault)

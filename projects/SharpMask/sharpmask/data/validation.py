@@ -186,12 +186,46 @@ def normalize_proposal_file(proposals):
     return proposals
 
 
+def _proposal_file_structure_problem(path, proposals):
+    """What is wrong with the layout of a loaded proposal file, or None: the keys, one entry
+    of each per image, unique ids, an absolute bbox_mode (detectron2 cannot convert relative
+    ones)."""
+    if not isinstance(proposals, dict):
+        return (f"{path} holds a {type(proposals).__name__}; a proposal file is a dict with "
+                "ids, boxes, objectness_logits (and bbox_mode)")
+    proposals = normalize_proposal_file(dict(proposals))
+    lacking = [k for k in ("ids", "boxes", "objectness_logits") if k not in proposals]
+    if lacking:
+        return f"{path} lacks {lacking}; it has {sorted(proposals)}"
+    lengths = {k: len(proposals[k]) for k in ("ids", "boxes", "objectness_logits")}
+    if len(set(lengths.values())) > 1:
+        return (f"{path} has {lengths['ids']} ids but {lengths['boxes']} box arrays and "
+                f"{lengths['objectness_logits']} score arrays: one of each per image")
+    ids = [str(i) for i in proposals["ids"]]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        return f"{path} lists image ids more than once (e.g. {repeated}): one entry per image"
+    try:
+        mode = BoxMode(proposals.get("bbox_mode", BoxMode.XYXY_ABS))
+    except ValueError:
+        mode = None
+    if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
+        return (f"{path}: bbox_mode {proposals.get('bbox_mode')!r} is not BoxMode.XYXY_ABS or "
+                "XYWH_ABS, the absolute modes detectron2 reads proposals in")
+    return None
+
+
 def proposal_file_problems(path, dataset_name, dicts, examples=3):
     """Why detectron2's precomputed-proposal file at `path` cannot serve `dicts` (one dataset's
-    records): image ids it lacks, non-finite boxes or scores, boxes that contradict the file's
+    records): its layout (keys, lengths, unique ids, bbox_mode), image ids it lacks, boxes and
+    scores of other shapes, non-finite boxes or scores, boxes that contradict the file's
     bbox_mode. [] when it can."""
     with PathManager.open(path, "rb") as f:
-        proposals = normalize_proposal_file(pickle.load(f, encoding="latin1"))
+        proposals = pickle.load(f, encoding="latin1")
+    structure = _proposal_file_structure_problem(path, proposals)
+    if structure:
+        return [structure]
+    proposals = normalize_proposal_file(proposals)
     index = {str(i): k for k, i in enumerate(proposals["ids"])}
     missing = [d["image_id"] for d in dicts if str(d["image_id"]) not in index]
     problems = []
@@ -205,8 +239,17 @@ def proposal_file_problems(path, dataset_name, dicts, examples=3):
         k = index.get(str(record["image_id"]))
         if k is None:
             continue
-        boxes = np.asarray(proposals["boxes"][k], dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(proposals["objectness_logits"][k], dtype=np.float64)
+        try:
+            boxes = np.asarray(proposals["boxes"][k], dtype=np.float64)
+            scores = np.asarray(proposals["objectness_logits"][k], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            return problems + [f"{path}: image {record['image_id']}: boxes and scores must be "
+                               f"numeric arrays ({e})"]
+        if boxes.size % 4 or scores.ndim > 1 or len(scores) != boxes.size // 4:
+            return problems + [f"{path}: image {record['image_id']} has boxes of shape "
+                               f"{boxes.shape} and scores of shape {scores.shape}: detectron2 "
+                               "needs (N, 4) boxes and (N,) scores, one score per box"]
+        boxes = boxes.reshape(-1, 4)
         if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
             not_finite.append(record["image_id"])
             continue
