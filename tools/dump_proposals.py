@@ -13,6 +13,7 @@ processes (detectron2's `launch`) take shards in turn; a rerun skips finished sh
 interrupted run resumes. The merged files are written atomically by the first process.
 """
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -38,7 +39,8 @@ from sharpmask.engine import check_config, check_weights_cover_model, merge_conf
 from sharpmask.engine.ddp import launch_environment
 from sharpmask.evaluation.segment_proposal_evaluation import check_finite_proposals
 from sharpmask.structures import encode_masks_as_rles
-from sharpmask.utils.atomic_io import atomic_write_json, atomic_write_pickle
+from sharpmask.utils.atomic_io import (atomic_write_json, atomic_write_pickle,
+                                       remove_stale_temporaries)
 from sharpmask.utils.coco_results import segment_results_text, write_json_list
 
 
@@ -181,6 +183,10 @@ if __name__ == "__main__":
     args = parse_args()
     args.output = os.path.abspath(args.output)
     os.makedirs(args.output + ".shards", exist_ok=True)
+    # What a killed run left half-written (no process of ours writes yet).
+    name = glob.escape(os.path.basename(args.output))
+    remove_stale_temporaries(os.path.dirname(args.output), [name, name + ".segm.json"])
+    remove_stale_temporaries(args.output + ".shards", ["shard_*.pkl", "manifest.json"])
     # Finished shards are only reused by a run with the same settings and weights.
     cfg = load_config(args)
     manifest = settings_manifest(args, cfg)

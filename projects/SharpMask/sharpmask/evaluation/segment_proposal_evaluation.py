@@ -1,9 +1,9 @@
 """COCO segment-proposal evaluation: class-agnostic mask and box average recall."""
-import contextlib
 import copy
 import itertools
 import logging
 import os
+import shutil
 from collections import OrderedDict
 
 import numpy as np
@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from ..data.category_splits import coco_category_ids
 from ..data.validation import drop_invalid_coco_annotations, keep_coco_annotations
 from ..structures import encode_masks_as_rles
-from ..utils.atomic_io import atomic_write_json, atomic_write_pickle, nan_to_none
+from ..utils.atomic_io import atomic_write_json, atomic_write_pickle, nan_to_none, output_set
 from ..utils.coco_results import segment_results_text, write_json_list
 from .plots import plot_ar_vs_proposals, plot_recall_vs_iou
 from .proposal_recall import AREA_RANGES, greedy_match_ranks, proposal_recall_metrics
@@ -33,6 +33,13 @@ def _iou_matrix(dets, gts, num_dets, num_gts):
     if num_dets == 0 or num_gts == 0:
         return np.zeros((num_dets, num_gts))
     return np.asarray(mask_util.iou(dets, gts, [0] * num_gts)).reshape(num_dets, num_gts)
+
+
+# What an evaluation writes to its folder, as one set; the manifest, written last, marks it
+# complete (`sharpmask.utils.atomic_io.read_output_set`).
+OUTPUT_FILES = ("proposal_metrics.json", "proposal_curves.json", "ar_vs_num_proposals.png",
+                "recall_vs_iou.png", "box_proposals.pkl", "segment_proposals.json")
+OUTPUTS_MANIFEST = "proposal_outputs.json"
 
 
 def check_finite_proposals(image_id, scores, boxes=None):
@@ -235,19 +242,30 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         return copy.deepcopy(metrics)
 
     def _write_outputs(self, results, metrics, curves):
-        out = self._output_dir
-        PathManager.mkdirs(out)
-        # null where a size range has no objects (the metrics returned keep NaN, as COCOeval's
-        # -1 would mislead an average)
-        atomic_write_json(nan_to_none(metrics), os.path.join(out, "proposal_metrics.json"),
-                          indent=2)
-        atomic_write_json(nan_to_none({task: {k: np.asarray(v).tolist() for k, v in c.items()}
-                                       for task, c in curves.items()}),
-                          os.path.join(out, "proposal_curves.json"))
-        plot_ar_vs_proposals(curves, os.path.join(out, "ar_vs_num_proposals.png"), self._label)
-        plot_recall_vs_iou(curves, os.path.join(out, "recall_vs_iou.png"), self._label)
-        if not self._dump:
-            return
+        """The metrics, curves, plots and proposal files as one set (`output_set`): a killed
+        evaluation leaves the previous complete set, and `proposal_outputs.json`, written last,
+        marks a complete one."""
+        with output_set(self._output_dir, OUTPUTS_MANIFEST, OUTPUT_FILES,
+                        dataset=self._dataset_name, images=len(results),
+                        max_proposals=self._max_proposals) as out:
+            # null where a size range has no objects (the metrics returned keep NaN, as
+            # COCOeval's -1 would mislead an average)
+            atomic_write_json(nan_to_none(metrics), os.path.join(out, "proposal_metrics.json"),
+                              indent=2)
+            atomic_write_json(nan_to_none({task: {k: np.asarray(v).tolist()
+                                                  for k, v in c.items()}
+                                           for task, c in curves.items()}),
+                              os.path.join(out, "proposal_curves.json"))
+            plot_ar_vs_proposals(curves, os.path.join(out, "ar_vs_num_proposals.png"),
+                                 self._label)
+            plot_recall_vs_iou(curves, os.path.join(out, "recall_vs_iou.png"), self._label)
+            if self._dump:
+                self._write_proposal_files(results, out)
+        # The parts were written for this evaluation only (every process has closed its own);
+        # those of a killed one, or of a run with more processes, go too.
+        shutil.rmtree(os.path.dirname(self._part_path(0)), ignore_errors=True)
+
+    def _write_proposal_files(self, results, out):
         boxes_xyxy = [BoxMode.convert(r["boxes_xywh"], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
                       for r in results]
         atomic_write_pickle(
@@ -264,10 +282,6 @@ class SegmentProposalEvaluator(DatasetEvaluator):
         finally:
             for f in parts.values():
                 f.close()
-        for rank in parts:  # each part was written for this evaluation only
-            os.remove(self._part_path(rank))
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(self._part_path(0)))
 
     def _read_parts(self, spans, open_files):
         """The texts at `spans` (rank, offset, length), in order, from the part files."""
