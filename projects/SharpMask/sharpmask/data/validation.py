@@ -259,7 +259,7 @@ def proposal_file_problems(path, dataset_name, dicts, examples=3):
         except (TypeError, ValueError) as e:
             return problems + [f"{path}: image {record['image_id']}: boxes and scores must be "
                                f"numeric arrays ({e})"]
-        if boxes.size % 4 or scores.ndim > 1 or len(scores) != boxes.size // 4:
+        if boxes.size % 4 or scores.ndim != 1 or len(scores) != boxes.size // 4:
             return problems + [f"{path}: image {record['image_id']} has boxes of shape "
                                f"{boxes.shape} and scores of shape {scores.shape}: detectron2 "
                                "needs (N, 4) boxes and (N,) scores, one score per box"]
