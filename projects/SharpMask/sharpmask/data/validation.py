@@ -229,17 +229,23 @@ def _proposal_file_structure_problem(path, proposals):
     return None
 
 
-def proposal_file_problems(path, dataset_name, dicts, examples=3):
+def load_proposal_file(path):
+    """The unpickled contents of a detectron2 proposal file (not yet checked)."""
+    with PathManager.open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def proposal_file_problems(path, dataset_name, dicts, examples=3, proposals=None):
     """Why detectron2's precomputed-proposal file at `path` cannot serve `dicts` (one dataset's
     records): its layout (keys, lengths, unique ids, bbox_mode), image ids it lacks, boxes and
     scores of other shapes, non-finite boxes or scores, boxes that contradict the file's
-    bbox_mode. [] when it can."""
-    with PathManager.open(path, "rb") as f:
-        proposals = pickle.load(f, encoding="latin1")
+    bbox_mode. [] when it can. `proposals`: the file's contents if already loaded."""
+    if proposals is None:
+        proposals = load_proposal_file(path)
     structure = _proposal_file_structure_problem(path, proposals)
     if structure:
         return [structure]
-    proposals = normalize_proposal_file(proposals)
+    proposals = normalize_proposal_file(dict(proposals))
     index = {str(i): k for k, i in enumerate(proposals["ids"])}
     missing = [d["image_id"] for d in dicts if str(d["image_id"]) not in index]
     problems = []

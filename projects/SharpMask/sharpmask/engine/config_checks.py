@@ -168,8 +168,9 @@ def check_config(cfg, training=False, resume=False):
     naming every problem."""
     validate_catalog()  # datasets users registered after importing sharpmask, too
     problems = _dataset_problems(cfg) + _file_problems(cfg) + _value_problems(cfg)
-    if resume and last_checkpoint_problem(cfg.OUTPUT_DIR):
-        problems.append(last_checkpoint_problem(cfg.OUTPUT_DIR))
+    resume_problem = last_checkpoint_problem(cfg.OUTPUT_DIR) if resume else None
+    if resume_problem:
+        problems.append(resume_problem)
     if training and cfg.MODEL.META_ARCHITECTURE == "SelectiveSearch":
         problems.append("SelectiveSearch has nothing to train: evaluate it with --eval-only, "
                         "or write its proposals with tools/dump_proposals.py")

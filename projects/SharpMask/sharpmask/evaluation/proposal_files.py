@@ -4,16 +4,15 @@ precomputed-proposal pickle (boxes: box AR) or COCO results with masks (a JSON l
 RPN and outside methods are measured by the code that measures ours."""
 import json
 import math
-import pickle
 from collections import defaultdict
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
-from detectron2.utils.file_io import PathManager
 
-from ..data.validation import normalize_proposal_file, proposal_file_problems
+from ..data.validation import (load_proposal_file, normalize_proposal_file,
+                               proposal_file_problems)
 from ..structures import RLEMasks
 from .segment_proposal_evaluation import SegmentProposalEvaluator
 
@@ -25,11 +24,11 @@ def proposals_from_box_file(path, dataset_name, records):
     evaluator ranks them stably, as pycocotools does: ties keep the file's order, which
     detectron2's loader reverses), from a detectron2 proposal file checked against `records`
     (every image must be in it)."""
-    problems = proposal_file_problems(path, dataset_name, records)
+    data = load_proposal_file(path)
+    problems = proposal_file_problems(path, dataset_name, records, proposals=data)
     if problems:
         raise ValueError("; ".join(problems))
-    with PathManager.open(path, "rb") as f:
-        data = normalize_proposal_file(pickle.load(f, encoding="latin1"))
+    data = normalize_proposal_file(data)
     mode = BoxMode(data.get("bbox_mode", BoxMode.XYXY_ABS))
     index = {str(i): k for k, i in enumerate(data["ids"])}
     out = {}

@@ -46,7 +46,6 @@ class SelectiveSearch(nn.Module):
             raise ValueError(f"MODEL.SELECTIVE_SEARCH.MODE = {mode!r}: must be one of {MODES}")
         self.mode, self.base_k, self.inc_k, self.sigma = mode, base_k, inc_k, sigma
         self.max_proposals, self.seed, self.input_format = max_proposals, seed, input_format
-        self.register_buffer("_device", torch.zeros(0), persistent=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -54,10 +53,6 @@ class SelectiveSearch(nn.Module):
         return {"mode": ss.MODE, "base_k": ss.BASE_K, "inc_k": ss.INC_K, "sigma": ss.SIGMA,
                 "max_proposals": ss.MAX_PROPOSALS, "seed": ss.SEED,
                 "input_format": cfg.INPUT.FORMAT}
-
-    @property
-    def device(self):
-        return self._device.device
 
     def search(self, image_bgr):
         """(H, W, 3) uint8 BGR image -> (N, 4) XYXY boxes, best first (at most max_proposals)."""
