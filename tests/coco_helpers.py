@@ -164,3 +164,30 @@ def assert_matches_cocoeval(metrics, json_file, reference, image_ids, suffix="")
         ev100 = reference_coco_recall(json_file, reference, image_ids, task, (1, 10, 100))
         for name, value in zip(["AR_s@100", "AR_m@100", "AR_l@100"], ev100.stats[9:12]):
             assert ours[name] == pytest.approx(100 * value, abs=0.01), (task + suffix, name)
+
+
+def small_coco(folder, num_images=3):
+    """A valid COCO instances dict of `num_images` 48x64 JPEGs written under `folder`: per
+    image a polygon square, a compressed-RLE rectangle and (on the first) an uncompressed-RLE
+    crowd region; two categories."""
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        file_name = f"{image_id:03d}.jpg"
+        cv2.imwrite(os.path.join(folder, file_name), np.full((48, 64, 3), 40 * image_id, np.uint8))
+        images.append({"id": image_id, "file_name": file_name, "height": 48, "width": 64})
+        mask = np.zeros((48, 64), bool)
+        mask[20:40, 30:60] = True
+        rle = encode(mask)
+        objects = [([[4.0, 4.0, 20.0, 4.0, 20.0, 20.0, 4.0, 20.0]], [4.0, 4.0, 16.0, 16.0], 0),
+                   ({"size": [48, 64], "counts": rle["counts"].decode()},
+                    mask_util.toBbox(rle).tolist(), 0)]
+        if image_id == 1:
+            objects.append(({"size": [48, 64], "counts": [48 * 2, 48 * 3, 48 * 59]},
+                            [2.0, 0.0, 3.0, 48.0], 1))
+        for k, (segmentation, bbox, crowd) in enumerate(objects):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": 1 + k % 2, "segmentation": segmentation,
+                                "bbox": bbox, "area": float(bbox[2] * bbox[3]),
+                                "iscrowd": crowd})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "rectangle"}]}

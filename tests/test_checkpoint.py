@@ -8,6 +8,8 @@ from sharpmask.engine.checkpoint import AtomicCheckpointer
 
 
 def test_a_save_killed_mid_write_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    """Bad input: a checkpoint save killed half-way | the previous checkpoint stays intact and
+    last_checkpoint names it"""
     model = nn.Linear(3, 2)
     checkpointer = AtomicCheckpointer(model, str(tmp_path), save_to_disk=True)
     checkpointer.save("model_0000004", iteration=4)
@@ -55,7 +57,9 @@ def test_unusable_last_checkpoint_is_named_at_start(repo_root, tmp_path, content
     """--resume with garbage in OUTPUT_DIR/last_checkpoint: check_config names the file, what
     is wrong and the checkpoints there, before anything is written; the checkpointer says the
     same where a script calls it directly (fvcore died with UnicodeDecodeError, or looked for
-    a file named by the garbage)."""
+    a file named by the garbage).
+    Bad input: garbage bytes in OUTPUT_DIR/last_checkpoint, or the name of a missing file, with
+    --resume | named at start, with the checkpoints that are there"""
     from model_helpers import load_cfg
     from sharpmask.engine import ConfigError, check_config
 

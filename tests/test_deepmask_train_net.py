@@ -53,7 +53,8 @@ def _last_checkpoint_iter(out_dir):
 
 
 def test_resume_after_kill_mid_training(repo_root, tmp_path):
-    """Kill DeepMask training once a checkpoint exists; --resume continues from it."""
+    """Kill DeepMask training once a checkpoint exists; --resume continues from it.
+    Bad input: training killed (SIGKILL) | --resume continues from the last checkpoint"""
     args = [sys.executable, "train_net.py", "--config-file", DM, *TINY,
             "SOLVER.MAX_ITER", "1000", "SOLVER.CHECKPOINT_PERIOD", "3",
             "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path)]

@@ -21,6 +21,8 @@ def _run(repo_root, *args):
 
 
 def test_demo_tool_draws_proposals_and_reports_bad_images(repo_root, tmp_path):
+    """Bad input: an unreadable image among the demo's inputs | named; the others are drawn; exit
+    status 1"""
     torch.manual_seed(0)
     model, _ = build(repo_root, SM, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
     DetectionCheckpointer(model, str(tmp_path)).save("sharpmask")
@@ -44,6 +46,7 @@ def test_demo_tool_draws_proposals_and_reports_bad_images(repo_root, tmp_path):
 
 
 def test_demo_tool_needs_weights_and_inputs(repo_root, tmp_path):
+    """Bad input: the demo without images or without MODEL.WEIGHTS | a clear error"""
     proc = _run(repo_root, "--input", str(tmp_path), "--output", str(tmp_path / "o"))
     assert proc.returncode != 0 and "no images" in proc.stderr
     (tmp_path / "a.jpg").write_bytes(b"x")
@@ -59,6 +62,7 @@ def _demo_module(repo_root):
 
 
 def test_inputs_with_the_same_stem_get_distinct_outputs(repo_root, tmp_path):
+    """Bad input: demo inputs with the same name in different folders | distinct output files"""
     names = _demo_module(repo_root).output_names(
         ["/d/a/one.png", "/d/a/one.jpg", "/d/b/one.png", "/d/a/two.png"])
     assert names == ["a__one_png", "a__one_jpg", "b__one_png", "two"]

@@ -34,6 +34,8 @@ def _dump(repo_root, output, weights, *extra):
 
 
 def test_sharded_dump_is_complete_resumable_and_loadable(repo_root, tmp_path):
+    """Bad input: resuming a proposal dump with another config or rewritten weights | refused (both
+    compared by content)"""
     torch.manual_seed(0)
     model, _ = build(repo_root, DM, *TEST_OPTS)
     DetectionCheckpointer(model, str(tmp_path)).save("deepmask")

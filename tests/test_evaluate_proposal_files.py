@@ -71,6 +71,8 @@ def test_box_proposal_file_matches_cocoeval(perturbed_results, tmp_path):
     (lambda r: r[1].pop("segmentation"), r"entry 1 lacks image_id, segmentation or score"),
 ])
 def test_unusable_results_are_named(perturbed_results, tmp_path, fault, message):
+    """Bad input: COCO results with a NaN score, a mask of another size, an unknown image or a
+    missing field | refused, naming the file and the entry"""
     _, results, _ = perturbed_results
     broken = json.loads(json.dumps(results[:10]))
     fault(broken)
@@ -81,6 +83,8 @@ def test_unusable_results_are_named(perturbed_results, tmp_path, fault, message)
 
 
 def test_box_file_missing_images_is_refused(tmp_path):
+    """Bad input: a proposal file lacking images of the dataset it is evaluated on | refused, with
+    how many"""
     path = tmp_path / "few.pkl"
     first = DatasetCatalog.get(DATASET)[0]["image_id"]
     with open(path, "wb") as f:

@@ -107,6 +107,8 @@ def test_distributed_evaluation_gathers_all_images(tmp_path):
 
 
 def test_wrong_image_size_is_reported(tmp_path):
+    """Bad input: proposals at the resized image's size given to the evaluator | ValueError asking
+    for original image coordinates"""
     _box_gt(str(tmp_path))
     evaluator = SegmentProposalEvaluator("box_tie_test", None, distributed=False)
     inst = Instances((50, 100))
@@ -126,7 +128,9 @@ def _strict_json(path):
 def test_non_finite_proposals_are_refused_and_files_are_strict_json(tmp_path):
     """A NaN score or an infinite box is refused, naming the image (NaN would rank first and
     reach the files); recall of a size range without objects is NaN in the metrics returned
-    and null in proposal_metrics.json, which parses as strict JSON."""
+    and null in proposal_metrics.json, which parses as strict JSON.
+    Bad input: a NaN score or an infinite box from a model | refused by the evaluator and the
+    dump, naming the image; result files are strict JSON (null, never NaN)"""
     _box_gt(str(tmp_path))  # two medium-sized objects: no small or large ones
     evaluator = SegmentProposalEvaluator("box_tie_test", str(tmp_path / "o"), distributed=False)
     for scores, boxes in (([float("nan"), 1.0], [[10, 10, 50, 50], [20, 10, 60, 50]]),
@@ -170,7 +174,9 @@ def test_evaluation_outputs_are_one_set(tmp_path, monkeypatch):
     """The files of an evaluation are replaced as a set, with proposal_outputs.json written
     last: an evaluation killed while writing leaves the previous set intact and readable; a
     rerun removes what a killed one (SIGKILL: no clean-up) left behind; a box-only rerun does
-    not leave the previous run's mask file beside its own."""
+    not leave the previous run's mask file beside its own.
+    Bad input: an evaluation killed while writing | the previous set of files stays intact; the
+    rerun removes what it left"""
     import sharpmask.evaluation.segment_proposal_evaluation as spe
     from sharpmask.utils.atomic_io import read_output_set
 

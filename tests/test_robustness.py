@@ -27,7 +27,9 @@ def sharpmask_model(repo_root):
                                        ("RGB", (23, 31)), ("L", (1, 1))])
 def test_grayscale_rgba_and_tiny_images(sharpmask_model, tmp_path, mode, size):
     """Files of any mode are read in the model's format; images smaller than one window still
-    get proposals, inside the image."""
+    get proposals, inside the image.
+    Bad input: grayscale and RGBA images, images smaller than one window | read in the model's
+    format; proposals inside the image"""
     model, cfg = sharpmask_model
     path = tmp_path / ("x.png" if mode == "RGBA" else "x.jpg")
     pixels = np.random.default_rng(0).integers(0, 255, size[::-1] + ((4,) if mode == "RGBA"
@@ -47,12 +49,15 @@ def test_grayscale_rgba_and_tiny_images(sharpmask_model, tmp_path, mode, size):
 
 
 def test_wrong_channel_count_is_a_clear_error(sharpmask_model):
+    """Bad input: a tensor with the wrong number of channels given to `propose` | ValueError saying
+    to convert grayscale/RGBA"""
     model, _ = sharpmask_model
     with pytest.raises(ValueError, match="convert grayscale/RGBA"):
         model.propose(torch.zeros(1, 40, 40, dtype=torch.uint8))
 
 
 def test_very_large_image_is_processed_at_bounded_size(repo_root):
+    """Bad input: a very large image | processed at a bounded size (MODEL.DEEPMASK.TEST_MAX_SIZE)"""
     model, _ = build(repo_root, DM, "MODEL.DEEPMASK.TEST_MAX_SIZE", "400",
                      "MODEL.DEEPMASK.TEST_TOPK", "20")
     model.eval()
@@ -85,6 +90,8 @@ def _records(tmp_path):
 
 
 def test_degenerate_annotations_are_never_sampled(repo_root, tmp_path):
+    """Bad input: degenerate masks (empty, 2 px thin, slivers) | never sampled as training patches;
+    a dataset with no usable object is refused"""
     cfg = load_cfg(repo_root, DM)
     records = _records(tmp_path)
     sampler = build_patch_sampler(cfg, records)
@@ -100,6 +107,7 @@ def test_degenerate_annotations_are_never_sampled(repo_root, tmp_path):
 
 
 def test_corrupt_image_names_the_file(repo_root, tmp_path):
+    """Bad input: a corrupt image file met in training | OSError naming the file"""
     cfg = load_cfg(repo_root, DM)
     records = _records(tmp_path)
     (tmp_path / "ok.jpg").write_bytes(b"this is not a JPEG")

@@ -51,6 +51,8 @@ def test_val_split_is_varied_and_consistent():
 
 
 def test_interrupted_or_damaged_split_is_regenerated(tmp_path, monkeypatch):
+    """Bad input: an interrupted or damaged generated dataset | regenerated, not mistaken for a
+    complete one"""
     monkeypatch.setitem(shapes.SPLITS, "val_mini", (3, 5))
     calls = []
     real = shapes._coco_dict

@@ -123,6 +123,8 @@ def test_fast_rcnn_gets_the_files_top_k_boxes_scaled_to_the_resized_image(repo_r
 
 
 def test_proposal_files_are_checked(repo_root, tmp_path):
+    """Bad input: MODEL.LOAD_PROPOSALS without proposal files, or with a missing one | refused at
+    start"""
     cfg = load_cfg(repo_root, FAST)
     with pytest.raises(ConfigError, match="PROPOSAL_FILES_TRAIN needs one proposal file"):
         check_config(cfg)
@@ -178,7 +180,10 @@ def _with(data, **changes):
 def test_proposal_file_contents_are_checked_at_start(repo_root, tmp_path, fault, message):
     """A test proposal file missing images, with NaN boxes or scores, with XYXY boxes
     labelled XYWH, with lengths or shapes that do not match, repeated ids, a relative bbox_mode
-    or another layout is refused before training starts (not after it, at evaluation)."""
+    or another layout is refused before training starts (not after it, at evaluation).
+    Bad input: a proposal file (train or test) missing images, with NaN values, XYXY boxes
+    labelled XYWH, mismatched lengths or shapes, repeated ids, a relative bbox_mode | refused at
+    start, naming the file"""
     records = DatasetCatalog.get("shapes_val_mini")
     good = _proposal_file(tmp_path / "good.pkl", records)
     bad = _proposal_file(tmp_path / "bad.pkl", records, **fault)

@@ -84,6 +84,8 @@ def _cfg():
 
 
 def test_unknown_config_key_is_named(repo_root, tmp_path):
+    """Bad input: a misspelled config key, in a file or on the command line | KeyError naming the
+    file and the key"""
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{repo_root / CONFIG}"\nMODEL:\n  RESNETS:\n    DEPHT: 50\n')
     with pytest.raises(KeyError, match=r"bad\.yaml.*MODEL\.RESNETS\.DEPHT"):
@@ -93,6 +95,8 @@ def test_unknown_config_key_is_named(repo_root, tmp_path):
 
 
 def test_missing_dataset_and_weights_are_named(repo_root):
+    """Bad input: an unregistered dataset, missing MODEL.WEIGHTS or DeepMask trunk weights |
+    refused at start, naming the key (and the registered datasets)"""
     cfg = merge_config(_cfg(), str(repo_root / CONFIG), ["DATASETS.TRAIN", "('shapes_tran',)"])
     with pytest.raises(ConfigError, match="DATASETS.TRAIN names 'shapes_tran'.*shapes_train"):
         check_config(cfg)
@@ -109,7 +113,9 @@ def test_missing_dataset_and_weights_are_named(repo_root):
 def test_every_problem_of_the_main_command_is_named_at_start(repo_root, monkeypatch, tmp_path):
     """The README's main command on a machine without COCO, a GPU or a trained DeepMask: one
     error at start names all three (and the environment variable that locates COCO), and the
-    run writes nothing."""
+    run writes nothing.
+    Bad input: the main command without COCO, a GPU or a trained DeepMask | one error at start
+    names all three; nothing is written"""
     # No COCO and no GPU (an empty CUDA_VISIBLE_DEVICES hides a machine's GPUs from torch).
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -131,12 +137,15 @@ def test_every_problem_of_the_main_command_is_named_at_start(repo_root, monkeypa
     ("configs/shapes/deepmask_R18_shapes.yaml", "MODEL.DEEPMASK.TEST_SCALES"),
     ("configs/shapes/instancefcn_R18_shapes.yaml", "MODEL.INSTANCEFCN.TEST_SCALES")])
 def test_empty_scale_lists_are_refused_at_start(repo_root, config, key):
+    """Bad input: an empty scale list | refused at start, with the default"""
     cfg = merge_config(_cfg(), str(repo_root / config), [key, "[]"])
     with pytest.raises(ConfigError, match=rf"{key} is empty: .* needs at least one value"):
         check_config(cfg)
 
 
 def test_settings_without_effect_are_refused_at_start(repo_root):
+    """Bad input: a setting without effect (CLS_LOSS_WEIGHT outside RefineMask), an unknown
+    CLIP_TYPE | refused at start"""
     opts = ["MODEL.ROI_BOX_HEAD.CLS_LOSS_WEIGHT", "2.0", "SOLVER.CLIP_GRADIENTS.ENABLED",
             "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "global"]
     cfg = merge_config(_cfg(), str(repo_root / CONFIG), opts)
@@ -146,6 +155,7 @@ def test_settings_without_effect_are_refused_at_start(repo_root):
 
 
 def test_missing_coco_files_are_named(monkeypatch, tmp_path):
+    """Bad input: COCO's annotation file missing | named, with $DETECTRON2_DATASETS"""
     from detectron2.data import DatasetCatalog
 
     from sharpmask.data.datasets import register_coco_val5k

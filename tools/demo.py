@@ -71,7 +71,7 @@ def load_model(args):
         raise ValueError("give the trained weights: MODEL.WEIGHTS path/to/model_final.pth")
     cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS = ""  # the full checkpoint has everything
     cfg.freeze()
-    check_config(cfg)
+    check_config(cfg, datasets=[])  # the demo reads no dataset
     model = build_model(cfg).eval()
     check_weights_cover_model(model, cfg.MODEL.WEIGHTS, cfg.MODEL.WEIGHTS_ALLOW_PARTIAL)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

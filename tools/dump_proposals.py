@@ -103,8 +103,8 @@ def settings_manifest(args, cfg):
 
 def main(args):
     cfg = load_config(args)
-    check_config(cfg)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
+    check_config(cfg, datasets=[dataset])
     records = DatasetCatalog.get(dataset)
     shards = [records[i:i + args.images_per_shard]
               for i in range(0, len(records), args.images_per_shard)]

@@ -1,8 +1,9 @@
 """Ground truth and image files checked where they enter: one rule for training, evaluation,
 the demo and the proposal dump.
 
-- `annotation_problem`: why an annotation cannot be ground truth (non-finite box or polygon
-  coordinates, a polygon of fewer than 3 points, an RLE whose size is not its image's). Such
+- `annotation_problem`: why an annotation cannot be ground truth (no box, non-finite box or
+  polygon coordinates, polygon coordinates far outside the image, a polygon of fewer than 3
+  points, an RLE whose size is not its image's). Such
   annotations are skipped with a warning naming image and annotation, by
   `validate_dataset_dicts` (every registered dataset goes through it: `validate_catalog`) and
   by the evaluator's ground truth (`drop_invalid_coco_annotations`), so both count the same
@@ -19,11 +20,13 @@ import os
 import pickle
 
 import numpy as np
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 from PIL import Image
+
+from .coco_json_check import coco_json_problems
 
 logger = logging.getLogger(__name__)
 # PIL modes that detectron2's read_image clips to 8 bits (a 16-bit image turns white).
@@ -38,7 +41,8 @@ def annotation_problem(annotation, height, width):
     """None if `annotation` (COCO style: bbox, optional segmentation) can be ground truth of an
     image of height x width; otherwise a short reason."""
     bbox = annotation.get("bbox")
-    if bbox is not None and (len(bbox) != 4 or not _finite(bbox) or min(bbox[2:]) < 0):
+    if not isinstance(bbox, (list, tuple, np.ndarray)) or len(bbox) != 4 or not _finite(bbox) \
+            or min(bbox[2:]) < 0:
         return f"bad bbox {bbox}"
     segmentation = annotation.get("segmentation")
     if segmentation is None:
@@ -55,6 +59,12 @@ def annotation_problem(annotation, height, width):
             return f"a polygon of {len(polygon) / 2:g} points (at least 3 needed)"
         if not _finite(polygon):
             return "a polygon with a non-finite coordinate"
+        xs, ys = polygon[0::2], polygon[1::2]
+        if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or \
+                max(ys) > 2 * height:  # rasterising walks every edge pixel by pixel
+            return ("a polygon coordinate far outside the image (x beyond [-width, 2 width] "
+                    "or y beyond [-height, 2 height]): pycocotools would rasterise it for "
+                    "minutes or run out of memory")
     return None
 
 
@@ -122,11 +132,53 @@ def drop_invalid_coco_annotations(coco, dataset_name):
 
 
 def _validated_loader(loader, name):
+    preloaded = []  # dicts `dataset_problems` loaded, given to the next DatasetCatalog.get
+
     @functools.wraps(loader)
     def load():
-        return validate_dataset_dicts(loader(), name)
+        if preloaded:
+            return preloaded.pop()
+        try:
+            dicts = loader()
+        except Exception as e:
+            json_file = MetadataCatalog.get(name).get("json_file", None)
+            problems = coco_json_problems(json_file) if json_file and os.path.isfile(json_file) \
+                else []
+            if problems:
+                raise ValueError(f"{name}: cannot be loaded:\n- " + "\n- ".join(problems)) from e
+            raise
+        return validate_dataset_dicts(dicts, name)
     load.sharpmask_validated = True
+    load.preloaded = preloaded
     return load
+
+
+def dataset_problems(name):
+    """What stops registered dataset `name` from loading, found by loading it in full (as
+    `check_config` does before a run writes anything): its COCO file checked record by record
+    (`coco_json_problems`, when it has one), then every record, image files included
+    (`validate_dataset_dicts`). [] when it loads; the loaded dicts then serve the run's next
+    DatasetCatalog.get(name), so the check costs no second load."""
+    json_file = MetadataCatalog.get(name).get("json_file", None)
+    if json_file and os.path.isfile(json_file):
+        problems = coco_json_problems(json_file)
+        if problems:
+            return problems
+    loader = DatasetCatalog[name]
+    try:
+        dicts = DatasetCatalog.get(name)
+    except Exception as e:
+        return [f"{name} cannot be loaded: {type(e).__name__}: {e}"]
+    if hasattr(loader, "preloaded"):
+        loader.preloaded[:] = [dicts]
+    return []
+
+
+def loaded_dataset(name):
+    """DatasetCatalog.get(name), or the dicts `dataset_problems` loaded, leaving them for the
+    run (for checks that read a dataset before the run does)."""
+    preloaded = getattr(DatasetCatalog[name], "preloaded", None)
+    return preloaded[0] if preloaded else DatasetCatalog.get(name)
 
 
 def validate_catalog():

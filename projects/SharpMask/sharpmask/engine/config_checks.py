@@ -2,12 +2,14 @@
 import os
 
 import torch
+import yaml
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import add_sharpmask_config
 from ..data.datasets import generated_dataset_names
-from ..data.validation import proposal_file_problems, validate_catalog
+from ..data.validation import (dataset_problems, loaded_dataset, proposal_file_problems,
+                               validate_catalog)
 from ..modeling.selective_search import MODES as SELECTIVE_SEARCH_MODES
 from .checkpoint import last_checkpoint_problem
 
@@ -22,6 +24,11 @@ def merge_config(cfg, config_file, opts):
         except KeyError as e:
             raise KeyError(f"{config_file}: {e.args[0]} (keys come from detectron2's defaults "
                            "and sharpmask.add_sharpmask_config; check the spelling)") from None
+        except (AssertionError, ValueError, TypeError, yaml.YAMLError) as e:
+            # fvcore's "Cannot inherit key ..." (a mapping where the base has a value) names
+            # neither file nor parent; yacs' type mismatches name the key
+            raise ValueError(f"{config_file}: {e} (compare the key with its default in "
+                             "detectron2's config or sharpmask/config.py)") from None
     if len(opts) % 2:
         raise ValueError(f"command-line overrides must be KEY VALUE pairs, got {opts}")
     try:
@@ -91,12 +98,27 @@ def _file_problems(cfg):
                                 "it with tools/dump_proposals.py")
                 continue
             for name, path in zip(names, files):
-                if name in DatasetCatalog.list():
-                    problems += [f"DATASETS.PROPOSAL_FILES_{key}: {p}" for p in
-                                 proposal_file_problems(path, name, DatasetCatalog.get(name))]
+                if name not in DatasetCatalog.list():
+                    continue
+                try:
+                    dicts = loaded_dataset(name)
+                except Exception:  # the loading check names it
+                    continue
+                problems += [f"DATASETS.PROPOSAL_FILES_{key}: {p}"
+                             for p in proposal_file_problems(path, name, dicts)]
     weights = cfg.MODEL.WEIGHTS
     if weights and not _looks_remote(weights) and not os.path.isfile(weights):
         problems.append(f"MODEL.WEIGHTS = {weights!r}: no such file")
+    generator = cfg.MODEL.SEGMENT_PROPOSAL_GENERATOR
+    uses_generator = cfg.MODEL.PROPOSAL_GENERATOR.NAME in SEGMENT_PROPOSAL_GENERATORS
+    for field, what in (("CONFIG_FILE", "config"), ("WEIGHTS", "trained checkpoint")):
+        path = generator[field]
+        if path and not _looks_remote(path) and not os.path.isfile(path):
+            problems.append(f"MODEL.SEGMENT_PROPOSAL_GENERATOR.{field} = {path!r}: no such file")
+        elif uses_generator and not path:
+            problems.append(f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME} "
+                            f"needs MODEL.SEGMENT_PROPOSAL_GENERATOR.{field}: the proposal "
+                            f"network's {what}")
     arch = cfg.MODEL.META_ARCHITECTURE
     key, deepmask, starts = {
         "SharpMask": ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS", cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS,
@@ -113,6 +135,8 @@ def _file_problems(cfg):
     return problems
 
 
+SEGMENT_PROPOSAL_GENERATORS = ("DeepMaskProposalGenerator", "SharpMaskProposalGenerator",
+                               "InstanceFCNProposalGenerator")
 # Lists a model cannot run with when empty, by meta-architecture.
 NON_EMPTY = {
     "DeepMask": ["MODEL.DEEPMASK.TEST_SCALES"],
@@ -121,8 +145,71 @@ NON_EMPTY = {
 }
 
 
-def _value_problems(cfg):
+# Numbers outside these intervals make a run fail late, hang, or silently do something else
+# (a NaN learning rate trains nothing; a threshold above 1 keeps no mask). Lists: every value.
+RANGES = {
+    "(0, inf)": ["SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.IMS_PER_BATCH", "SOLVER.GAMMA",
+                 "SOLVER.CHECKPOINT_PERIOD", "INPUT.MIN_SIZE_TRAIN", "INPUT.MAX_SIZE_TRAIN",
+                 "INPUT.MAX_SIZE_TEST", "MODEL.DEEPMASK.WINDOW", "MODEL.DEEPMASK.MASK_SIZE",
+                 "MODEL.DEEPMASK.TARGET_SIZE", "MODEL.DEEPMASK.TEST_TOPK",
+                 "MODEL.DEEPMASK.TEST_MAX_SIZE", "MODEL.DEEPMASK.DECODE_BATCH_SIZE",
+                 "MODEL.INSTANCEFCN.K", "MODEL.INSTANCEFCN.WINDOW_CELLS",
+                 "MODEL.INSTANCEFCN.TEST_TOPK", "MODEL.INSTANCEFCN.TEST_MAX_SIZE",
+                 "MODEL.INSTANCEFCN.DECODE_BATCH_SIZE", "INPUT.DEEPMASK.OBJECT_SIZE",
+                 "INPUT.INSTANCEFCN.OBJECT_SIZE", "INPUT.INSTANCEFCN.WINDOWS_PER_IMAGE",
+                 "TEST.SEGMENT_PROPOSALS.MAX_PROPOSALS", "TEST.SEGMENT_PROPOSALS.PASTE_CHUNK_SIZE",
+                 "TEST.PATCH_EVAL.NUM_PATCHES", "TEST.DETECTIONS_PER_IMAGE",
+                 "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN",
+                 "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST", "MODEL.SELECTIVE_SEARCH.BASE_K",
+                 "MODEL.SELECTIVE_SEARCH.INC_K", "MODEL.SELECTIVE_SEARCH.SIGMA",
+                 "MODEL.SELECTIVE_SEARCH.MAX_PROPOSALS", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+                 "MODEL.RPN.POST_NMS_TOPK_TRAIN", "MODEL.RPN.POST_NMS_TOPK_TEST",
+                 "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
+                 "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST"],
+    "[0, inf)": ["SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_ITERS", "SOLVER.STEPS",
+                 "TEST.EVAL_PERIOD", "DATALOADER.NUM_WORKERS", "INPUT.MIN_SIZE_TEST",
+                 "MODEL.DEEPMASK.CONTEXT", "MODEL.DEEPMASK.TEST_PAD",
+                 "MODEL.DEEPMASK.MASK_LOSS_WEIGHT", "MODEL.DEEPMASK.SCORE_LOSS_WEIGHT",
+                 "MODEL.INSTANCEFCN.TEST_PRE_NMS_TOPK", "MODEL.INSTANCEFCN.MASK_LOSS_WEIGHT",
+                 "MODEL.INSTANCEFCN.OBJECTNESS_LOSS_WEIGHT", "INPUT.DEEPMASK.SCALE_JITTER",
+                 "INPUT.DEEPMASK.SHIFT_JITTER", "TEST.PATCH_EVAL.PERIOD",
+                 "MODEL.SEGMENT_PROPOSAL_GENERATOR.MIN_BOX_SIZE"],
+    "[0, 1)": ["SOLVER.MOMENTUM", "MODEL.DEEPMASK.DROPOUT"],
+    "(0, 1)": ["MODEL.DEEPMASK.MASK_THRESHOLD", "MODEL.INSTANCEFCN.MASK_THRESHOLD"],
+    "(0, 1]": ["MODEL.DEEPMASK.NMS_THRESH", "MODEL.INSTANCEFCN.NMS_THRESH",
+               "MODEL.RPN.NMS_THRESH", "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+               "MODEL.ROI_HEADS.POSITIVE_FRACTION", "INPUT.INSTANCEFCN.POSITIVE_FRACTION",
+               "SOLVER.WARMUP_FACTOR"],
+    "[0, 1]": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "INPUT.DEEPMASK.MASK_BATCH_PROB",
+               "INPUT.DEEPMASK.FLIP"],
+}
+
+
+def _inside(value, interval):
+    low, high = (float(v) for v in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below  # False for NaN
+
+
+def _range_problems(cfg):
     problems = []
+    for interval, keys in RANGES.items():
+        for key in keys:
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            values = node if isinstance(node, (list, tuple)) else [node]
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not _inside(v, interval)]
+            if bad:
+                problems.append(f"{key} = {node!r}: must be a number in {interval}"
+                                + (" (every value)" if node is not values else ""))
+    return problems
+
+
+def _value_problems(cfg):
+    problems = _range_problems(cfg)
     for key in NON_EMPTY.get(cfg.MODEL.META_ARCHITECTURE, []):
         node = cfg
         for part in key.split("."):
@@ -160,14 +247,33 @@ def _default(key):
     return list(node)
 
 
-def check_config(cfg, training=False, resume=False):
+def _loading_problems(cfg, training, datasets):
+    """`dataset_problems` of each dataset the run reads that is not generated on first use."""
+    if datasets is None:
+        datasets = (list(cfg.DATASETS.TRAIN) if training else []) + list(cfg.DATASETS.TEST)
+    registered, problems = set(DatasetCatalog.list()), []
+    for name in dict.fromkeys(datasets):
+        if name not in registered:
+            problems.append(f"dataset {name!r} is not registered. Registered: "
+                            f"{', '.join(sorted(registered))}")
+        elif name not in generated_dataset_names():
+            problems += dataset_problems(name)
+    return problems
+
+
+def check_config(cfg, training=False, resume=False, datasets=None):
     """Everything the run needs, checked before anything is written: datasets registered and
-    their files present, proposal files, weights and DeepMask weights present, lists that must
-    not be empty, the device; with `training`, that the model has something to train; with
-    `resume`, that OUTPUT_DIR/last_checkpoint names a checkpoint. Raises one ConfigError
-    naming every problem."""
+    their files present, then each dataset the run reads loaded in full (`datasets`, default
+    DATASETS.TRAIN when `training` and DATASETS.TEST: every record of its COCO file and every
+    image file; the loaded dicts serve the run), proposal files, weights and DeepMask weights
+    present, lists that must not be empty, the device; with `training`, that the model has
+    something to train; with `resume`, that OUTPUT_DIR/last_checkpoint names a checkpoint.
+    Raises one ConfigError naming every problem."""
     validate_catalog()  # datasets users registered after importing sharpmask, too
-    problems = _dataset_problems(cfg) + _file_problems(cfg) + _value_problems(cfg)
+    problems = _dataset_problems(cfg)
+    if not problems:
+        problems = _loading_problems(cfg, training, datasets)
+    problems += _file_problems(cfg) + _value_problems(cfg)
     resume_problem = last_checkpoint_problem(cfg.OUTPUT_DIR) if resume else None
     if resume_problem:
         problems.append(resume_problem)

@@ -11,6 +11,7 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from ..data.coco_json_check import rle_counts_problem
 from ..data.validation import (load_proposal_file, normalize_proposal_file,
                                proposal_file_problems)
 from ..structures import RLEMasks
@@ -41,36 +42,6 @@ def proposals_from_box_file(path, dataset_name, records):
             objectness_logits=torch.as_tensor(np.asarray(data["objectness_logits"][k],
                                                          np.float32)))
     return out
-
-
-def rle_counts_problem(counts, height, width):
-    """Why compressed COCO RLE `counts` (str or bytes) cannot be an (height, width) mask, or
-    None: pycocotools decodes runs that do not sum to the image without a check (and writes
-    past its buffer). Reads the counts as pycocotools' rleFrString does: 6-bit groups from
-    character 48, 5 data bits and a continuation bit, the last group's 0x10 bit the sign,
-    runs after the second stored as differences to the run two before."""
-    text = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-    runs, position = [], 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(text):
-                return "the RLE counts end inside a number"
-            c = text[position] - 48
-            if not 0 <= c < 64:
-                return f"the RLE counts hold {chr(text[position])!r}, not a COCO RLE character"
-            value |= (c & 0x1F) << (5 * shift)
-            more = bool(c & 0x20)
-            position, shift = position + 1, shift + 1
-            if not more and c & 0x10:
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    if any(r < 0 for r in runs) or sum(runs) != height * width:
-        return (f"the RLE counts' runs sum to {sum(runs)} (or some are negative), not the "
-                f"{height} x {width} = {height * width} pixels of the image")
-    return None
 
 
 def proposals_from_segm_file(path, records):
