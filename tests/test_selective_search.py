@@ -58,7 +58,8 @@ def test_each_drawn_rectangle_gets_a_proposal(repo_root, mode):
 
 
 def test_config_mistakes_are_named_at_start(repo_root):
-    """Bad input: an unknown Selective Search mode, or training Selective Search | refused at start"""
+    """Bad input: an unknown Selective Search mode, or training Selective Search | refused at
+    start"""
     cfg = load_cfg(repo_root, SS, "MODEL.SELECTIVE_SEARCH.MODE", "fastest")
     with pytest.raises(ConfigError, match=r"MODE = 'fastest': must be one of \('fast'"):
         check_config(cfg)
