@@ -20,8 +20,8 @@ $(STAMP): setup.py pyproject.toml tools/install_detectron2.py Makefile $(LOCK)
 	# both install the cv2 module, so the plain one goes first (a no-op when absent).
 	$(PY) -m pip uninstall -y -q opencv-python-headless opencv-python
 	$(PY) -m pip install $(CONSTRAINT) torch==2.14.1 torchvision==0.29.1 "setuptools<81" wheel \
-		fvcore pycocotools opencv-contrib-python-headless numpy matplotlib tqdm imgviz pytest \
-		hypothesis
+		fvcore pycocotools faster-coco-eval opencv-contrib-python-headless numpy matplotlib tqdm \
+		imgviz pytest hypothesis
 	$(PY) tools/install_detectron2.py $(if $(LOCK),--constraint $(LOCK))
 	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	$(PY) -m pip check

@@ -16,6 +16,7 @@ setup(
         "detectron2>=0.6",
         "fvcore",
         "pycocotools>=2.0.2",
+        "faster-coco-eval>=1.8",  # Boundary AP (iouType "boundary")
         "opencv-contrib-python-headless",  # cv2 with ximgproc (Selective Search)
         "numpy",
         "matplotlib",

@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from coco_helpers import BoundaryCOCOeval
 from model_helpers import build, load_cfg
 from sharpmask.engine import Trainer
 from sharpmask.modeling.refinemask_boundary import bar_loss, block_boundary, merge_stages
@@ -380,9 +381,9 @@ def _box_masks_results(gt):
     return results
 
 
-def _coco_stats(gt, results, task):
+def _coco_stats(gt, results, task, evaluation_class=COCOeval):
     with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(gt, gt.loadRes(results), task)
+        ev = evaluation_class(gt, gt.loadRes(results), task)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -394,7 +395,8 @@ def test_coco_evaluation_of_full_resolution_masks(repo_root, tmp_path, monkeypat
     RefineMask detector given each image's ground-truth boxes and classes (scaled to the
     resized input) and predicting the whole box at every stage: box AP is 100, so the boxes
     come back at the original resolution; mask AP is that of filled boxes made by hand
-    (to a pixel along the edges); both equal pycocotools on the results file it wrote."""
+    (to a pixel along the edges); both equal pycocotools on the results file it wrote, and
+    its Boundary AP equals pycocotools' AP on min(mask IoU, numpy boundary IoU)."""
     cfg = load_cfg(repo_root, RM, *SMALL, "DATASETS.TEST", "('shapes_val_mini',)",
                    "OUTPUT_DIR", str(tmp_path))
     torch.manual_seed(0)
@@ -435,6 +437,10 @@ def test_coco_evaluation_of_full_resolution_masks(repo_root, tmp_path, monkeypat
         assert ours == pytest.approx(_coco_stats(gt, detections, task), abs=1e-6,
                                      nan_ok=True), task
     assert results["segm"]["AP"] == pytest.approx(by_hand[0], abs=1.0)
+    boundary = [results["boundary"][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    assert boundary == pytest.approx(_coco_stats(gt, detections, "segm", BoundaryCOCOeval),
+                                     abs=1e-6, nan_ok=True)
+    assert boundary[0] < results["segm"]["AP"] - 5  # filled boxes miss the shapes' outlines
 
 
 def test_wrong_mask_head_is_refused(repo_root):

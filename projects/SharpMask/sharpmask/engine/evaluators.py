@@ -1,9 +1,8 @@
 """Which evaluator a config gets: segment-proposal recall for proposal networks, COCO AP for
-detectors."""
+detectors (with Boundary AP where they predict masks)."""
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator
-
-from ..evaluation import DetectionsAsProposals, SegmentProposalEvaluator
+from ..evaluation import (COCOEvaluatorWithBoundaryAP, DetectionsAsProposals,
+                          SegmentProposalEvaluator)
 
 # Meta-architectures whose outputs are {"proposals": Instances}.
 PROPOSAL_META_ARCHITECTURES = {"DeepMask", "SharpMask", "InstanceFCN", "ProposalNetwork",
@@ -43,7 +42,7 @@ def build_evaluator(cfg, dataset_name, output_folder):
             f"(from {metadata.source_dataset}); detectron2's COCOEvaluator would score against "
             f"all of them. Evaluate a detector on {metadata.source_dataset} instead.")
     if evaluator_type == "coco":
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return COCOEvaluatorWithBoundaryAP(dataset_name, output_dir=output_folder)
     raise NotImplementedError(
         f"no evaluator for dataset {dataset_name!r} (evaluator_type {evaluator_type!r}) and "
         f"meta-architecture {cfg.MODEL.META_ARCHITECTURE!r}"
