@@ -23,7 +23,7 @@ from sharpmask.data.coco_json_check import coco_json_problems
 from sharpmask.data.validation import (CheckedDatasetMapper, annotation_problem,
                                        dataset_problems, loaded_dataset, read_image_checked,
                                        validate_catalog)
-from sharpmask.engine import check_weights_cover_model
+from sharpmask.engine import ConfigError, check_config, check_weights_cover_model
 
 DM = "configs/shapes/deepmask_R18_shapes.yaml"
 SM = "configs/shapes/sharpmask_R18_shapes.yaml"
@@ -285,3 +285,20 @@ def test_the_readme_table_lists_what_the_tests_cover(repo_root):
     readme = (repo_root / "README.md").read_text()
     assert readme_block(readme) == table(rows), \
         "README.md's bad-inputs table is stale: run python tools/bad_inputs_table.py --write"
+
+
+def test_a_truncated_checkpoint_is_named_at_start(repo_root, tmp_path):
+    """Bad input: a checkpoint truncated (a full disk, an interrupted copy) or not a
+    checkpoint | refused at start, naming the key and the file"""
+    model, _ = build(repo_root, DM)
+    DetectionCheckpointer(model, str(tmp_path)).save("whole")
+    whole = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "half.pth").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "notes.pth").write_text("not weights")
+    cfg = load_cfg(repo_root, DM, "MODEL.WEIGHTS", str(tmp_path / "whole.pth"))
+    check_config(cfg)
+    for name in ("half.pth", "notes.pth"):
+        cfg = load_cfg(repo_root, DM, "MODEL.WEIGHTS", str(tmp_path / name))
+        with pytest.raises(ConfigError, match=rf"MODEL.WEIGHTS = '.*{name}' cannot be loaded as "
+                                              "a PyTorch checkpoint"):
+            check_config(cfg)

@@ -81,6 +81,24 @@ def _dataset_problems(cfg):
     return problems
 
 
+def _unreadable_checkpoint(key, path):
+    """Why the local checkpoint `path` cannot be loaded (truncated, not a checkpoint), or None.
+    Memory-mapped: the tensors are not read. detectron2's .pkl files are left to detectron2."""
+    if not path or _looks_remote(path) or not os.path.isfile(path) or path.endswith(".pkl"):
+        return None
+    for mmap in (True, False):  # files saved in torch's legacy format cannot be mapped
+        try:
+            torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
+            return None
+        except Exception as e:
+            error = e
+            if "mmap can only be used" not in str(e):
+                break
+    return (f"{key} = {path!r} cannot be loaded as a PyTorch checkpoint (truncated by a full "
+            f"disk or an interrupted copy, or not a checkpoint?): {type(error).__name__}: "
+            f"{error}")
+
+
 def _file_problems(cfg):
     problems = []
     if cfg.MODEL.LOAD_PROPOSALS:
@@ -119,6 +137,14 @@ def _file_problems(cfg):
             problems.append(f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME} "
                             f"needs MODEL.SEGMENT_PROPOSAL_GENERATOR.{field}: the proposal "
                             f"network's {what}")
+    for key, path in (("MODEL.WEIGHTS", weights),
+                      ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS", cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS),
+                      ("MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS",
+                       cfg.MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS),
+                      ("MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", generator.WEIGHTS)):
+        problem = _unreadable_checkpoint(key, path)
+        if problem:
+            problems.append(problem)
     arch = cfg.MODEL.META_ARCHITECTURE
     key, deepmask, starts = {
         "SharpMask": ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS", cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS,
