@@ -1,12 +1,15 @@
-"""The COCO detector configs on our proposals build and train one iteration on shapes data."""
+"""The COCO detector configs on our proposals build and train one iteration on shapes data;
+the shapes Mask R-CNN configs with our networks as proposal generators train and test."""
 import numpy as np
+import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
 from proposal_file_helpers import hand_written_proposal_file, proposals_at_roi_heads
-from sharpmask.engine import Trainer
+from sharpmask.engine import Trainer, check_config
 from test_dump_proposals import DM
 from test_train_net import _iterations, _train_net
 
@@ -68,3 +71,30 @@ def test_faster_rcnn_with_deepmask_generator(repo_root, tmp_path):
         "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN", "100", "OUTPUT_DIR", str(tmp_path / "o"))
     assert "loss_cls" in log and "loss_mask" not in log and "loss_rpn_cls" not in log
     assert _iterations(tmp_path / "o") == [0]
+
+
+@pytest.mark.parametrize("network", ["deepmask", "sharpmask", "instancefcn"])
+def test_shapes_mask_rcnn_with_each_generator_trains_and_infers(repo_root, tmp_path, network):
+    """configs/shapes/mask_rcnn_R18_FPN_shapes_<network>_generator.yaml: one training step with
+    the (untrained, frozen) network's proposals in place of the RPN, which it does not have,
+    then inference on an image: boxes, classes and full-resolution masks."""
+    torch.manual_seed(0)
+    config = f"configs/shapes/{network}_R18_shapes.yaml"
+    model, _ = build(repo_root, config, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+    DetectionCheckpointer(model, str(tmp_path)).save(network)
+    cfg = load_cfg(repo_root, f"configs/shapes/mask_rcnn_R18_FPN_shapes_{network}_generator.yaml",
+                   *ON_SHAPES, "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS",
+                   str(tmp_path / f"{network}.pth"), "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST",
+                   "50", "OUTPUT_DIR", str(tmp_path))
+    check_config(cfg, training=True)
+    trainer = Trainer(cfg)
+    assert type(trainer.model.proposal_generator).__name__.lower() == \
+        f"{network}proposalgenerator"
+    trainer.train()
+    assert _iterations(tmp_path) == [0]
+    record = DatasetCatalog.get("shapes_val_mini")[0]
+    detector = trainer.model.eval()
+    with torch.no_grad():
+        instances = detector([DatasetMapper(cfg, is_train=False)(record)])[0]["instances"]
+    assert len(instances) > 0
+    assert instances.pred_masks.shape[1:] == (record["height"], record["width"])
