@@ -30,15 +30,14 @@ import time
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
 from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 from sharpmask.engine.progress import evaluate_with_progress, prepare_output, train_with_progress
-from sharpmask.evaluation import (SegmentProposalEvaluator, ap_at_iou_thresholds,
-                                  predict_masks_for_ground_truth)
+from sharpmask.evaluation import (COCOEvaluatorWithBoundaryAP, SegmentProposalEvaluator,
+                                  ap_at_iou_thresholds, predict_masks_for_ground_truth)
 from sharpmask.utils.atomic_io import atomic_open, cached_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +53,7 @@ PROPOSAL_NETWORKS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
                      "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
 TRAIN, TEST = "shapes_train_200", "shapes_val"
 PROPOSAL_COUNTS = (100, 1000)
+MASK_RESULTS = "mask_results.json"  # with Boundary AP (results.json of older runs lack it)
 
 
 def load_cfg(config_file, opts):
@@ -176,10 +176,12 @@ def high_iou_ap(folder):
 
 
 def masks_on_ground_truth_boxes(cfg, model, description, folder):
-    """COCOEvaluator's mask AP of the masks `model` predicts for TEST's ground-truth boxes
-    (images with only crowd regions have none and are left out)."""
+    """COCOEvaluator's mask AP and Boundary AP ({"segm", "boundary"}) of the masks `model`
+    predicts for TEST's ground-truth boxes (images with only crowd regions have none and are
+    left out)."""
     mapper = DatasetMapper(cfg, is_train=False)
-    evaluator = COCOEvaluator(TEST, tasks=("segm",), distributed=False, output_dir=folder)
+    evaluator = COCOEvaluatorWithBoundaryAP(TEST, tasks=("segm",), distributed=False,
+                                            output_dir=folder)
     evaluator.reset()
     model.eval()
     records = [r for r in DatasetCatalog.get(TEST)
@@ -188,7 +190,7 @@ def masks_on_ground_truth_boxes(cfg, model, description, folder):
                        unit="img", dynamic_ncols=True):
         inputs = [mapper(record)]
         evaluator.process(inputs, predict_masks_for_ground_truth(model, inputs, [record]))
-    return evaluator.evaluate()["segm"]
+    return evaluator.evaluate()
 
 
 def refinemask_stage_table(cfg, model, folder):
@@ -208,13 +210,14 @@ def refinemask_stage_table(cfg, model, folder):
                                    lambda logits, *args: merge(logits, *args)[:k + 1]):
                 res = masks_on_ground_truth_boxes(cfg, model, f"RefineMask to {size}",
                                                   stage_folder)
-            return {"segm": res, "segm_AP80_95": high_iou_ap(stage_folder)}
+            return {"segm": res["segm"], "boundary": res["boundary"],
+                    "segm_AP80_95": high_iou_ap(stage_folder)}
 
-        r = cached_json(os.path.join(stage_folder, "results.json"), evaluate)
+        r = cached_json(os.path.join(stage_folder, MASK_RESULTS), evaluate)
         rows.append(f"| {size} x {size} | {r['segm']['AP']:.1f} | {r['segm']['AP75']:.1f} | "
-                    f"{r['segm_AP80_95']:.1f} |")
-    return "\n".join(["| RefineMask output after stage | GT-box mask AP | AP75 | AP@[.8:.95] |",
-                      "|---|---:|---:|---:|", *rows])
+                    f"{r['segm_AP80_95']:.1f} | {r['boundary']['AP']:.1f} |")
+    return "\n".join(["| RefineMask output after stage | GT-box mask AP | AP75 | AP@[.8:.95] "
+                      "| Boundary AP |", "|---|---:|---:|---:|---:|", *rows])
 
 
 def run_refinemask(output_dir, proposal_models):
@@ -229,23 +232,28 @@ def run_refinemask(output_dir, proposal_models):
 
         def evaluate():
             res = evaluate_with_progress(cfg, model, name, folder)
-            return {"segm": res["segm"], "bbox": res["bbox"], "segm_AP80_95": high_iou_ap(folder)}
+            return {"segm": res["segm"], "bbox": res["bbox"], "boundary": res["boundary"],
+                    "segm_AP80_95": high_iou_ap(folder)}
 
         def evaluate_on_ground_truth_boxes():
             res = masks_on_ground_truth_boxes(cfg, model, name, gt_folder)
-            return {"segm": res, "segm_AP80_95": high_iou_ap(gt_folder)}
+            return {"segm": res["segm"], "boundary": res["boundary"],
+                    "segm_AP80_95": high_iou_ap(gt_folder)}
 
         results[name] = {
-            "detected": cached_json(os.path.join(folder, "results.json"), evaluate),
-            "ground truth": cached_json(os.path.join(gt_folder, "results.json"),
+            "detected": cached_json(os.path.join(folder, MASK_RESULTS), evaluate),
+            "ground truth": cached_json(os.path.join(gt_folder, MASK_RESULTS),
                                    evaluate_on_ground_truth_boxes)}
         if name == "RefineMask head":
             stages = refinemask_stage_table(cfg, model, gt_folder)
     columns = [(boxes, metric, f"{label} {title}")
                for boxes, label in (("detected", "mask"), ("ground truth", "GT-box mask"))
-               for metric, title in (("AP", "AP"), ("AP75", "AP75"), ("AP80_95", "AP@[.8:.95]"))]
+               for metric, title in (("AP", "AP"), ("AP75", "AP75"), ("AP80_95", "AP@[.8:.95]"),
+                                     ("boundary", "Boundary AP"))]
 
     def value(r, metric):
+        if metric == "boundary":
+            return r["boundary"]["AP"]
         return r["segm_AP80_95"] if metric == "AP80_95" else r["segm"][metric]
 
     head = ("| mask head | " + " | ".join(title for _, _, title in columns)
