@@ -1,20 +1,23 @@
 #!/usr/bin/env python
 """`make detect-demo` and `make refinemask-demo`: detectors on `shapes`, on a CPU.
 
-    python tools/detection_demo.py proposals   # Fast R-CNN on RPN/DeepMask/SharpMask/InstanceFCN
+    python tools/detection_demo.py proposals   # Fast R-CNN on each proposal source
     python tools/detection_demo.py refinemask  # Mask R-CNN's mask head vs RefineMask's
 
 Both start from one Faster R-CNN R18-FPN trained on shapes_train
 (configs/shapes/faster_rcnn_R18_FPN_shapes.yaml, trained once and reused) from the trunk that
 DeepMask learned in `make demo-all`: it stands in for the ImageNet weights of a COCO detector.
 
-`proposals`: a Fast R-CNN (configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml: that
-backbone, fixed, and a new box head) is trained on each method's proposals and tested with the
-top 100 and the top 1000 proposals per image (box AP on shapes_val). The RPN is the Faster
-R-CNN's own; DeepMask, SharpMask and InstanceFCN are the networks `make demo-all` trained.
+`proposals`, the papers' experiment: every source (the Faster R-CNN's own RPN, the DeepMask,
+SharpMask and InstanceFCN of `make demo-all`, Selective Search) writes its proposals for the
+training images and shapes_val (tools/dump_proposals.py); one protocol then applies to all (box
+NMS at 0.7, the top 1000 per image); per source and seed, a Fast R-CNN
+(configs/shapes/fast_rcnn_R18_FPN_shapes_proposals.yaml: that backbone, fixed, and a new box
+head) trains on them and is tested with the top 10 ... 1000 proposals (box AP on shapes_val),
+beside the proposals' own box AR. Writes the tables and ap_vs_proposals.png.
 `refinemask`: on the same fixed detector, the two mask heads train with the same schedule; mask
-AP, AP75 and the AP averaged over IoU 0.8-0.95 (where mask boundaries decide the match), with
-the detector's boxes and with the ground-truth boxes (the mask head alone).
+AP, AP75, the AP averaged over IoU 0.8-0.95 and Boundary AP (where mask boundaries decide the
+match), with the detector's boxes and with the ground-truth boxes (the mask head alone).
 
 Everything goes under one folder (default output/detect_demo); each stage's result is kept, so a
 rerun continues where it stopped. The table is written to proposals.md / refinemask.md there.
@@ -22,22 +25,23 @@ rerun continues where it stopped. The table is written to proposals.md / refinem
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
 from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 from sharpmask.engine.progress import evaluate_with_progress, prepare_output, train_with_progress
-from sharpmask.evaluation import (COCOEvaluatorWithBoundaryAP, SegmentProposalEvaluator,
-                                  ap_at_iou_thresholds, predict_masks_for_ground_truth)
+from sharpmask.data.proposal_protocol import apply_protocol_to_proposal_file
+from sharpmask.evaluation import (COCOEvaluatorWithBoundaryAP, ap_at_iou_thresholds,
+                                  evaluate_proposal_file, predict_masks_for_ground_truth)
+from sharpmask.evaluation.plots import plot_ap_vs_proposals
 from sharpmask.utils.atomic_io import atomic_open, cached_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,8 +55,15 @@ MASK_HEADS = {  # name -> (folder, config)
 PROPOSAL_NETWORKS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
                      "SharpMask": "configs/shapes/sharpmask_R18_shapes.yaml",
                      "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
-TRAIN, TEST = "shapes_train_200", "shapes_val"
-PROPOSAL_COUNTS = (100, 1000)
+TRAIN, TEST = "shapes_train_200", "shapes_val"  # proposals: --train-dataset, --test-dataset
+SELECTIVE_SEARCH = "configs/shapes/selective_search_shapes.yaml"
+SOURCES = ("RPN (detectron2)", "DeepMask", "SharpMask", "InstanceFCN", "Selective Search")
+# The protocol every source's proposals go through before Fast R-CNN: box NMS at 0.7, the
+# threshold detectron2's RPN applies to its own proposals (so the RPN row is the RPN as it
+# ships) and Fast/Faster R-CNN's usual one; then the top 1000 per image, what the RPN keeps.
+NMS_THRESHOLD = 0.7
+KEPT = 1000
+PROPOSAL_COUNTS = (10, 20, 50, 100, 200, 500, 1000)
 MASK_RESULTS = "mask_results.json"  # with Boundary AP (results.json of older runs lack it)
 
 
@@ -106,65 +117,101 @@ def dump_proposals(config_file, weights, dataset, path, opts=()):
     return path
 
 
-def proposal_files(output_dir, detector_weights, proposal_models):
-    """method -> {dataset: proposal file}, for the RPN and the three proposal networks."""
-    sources = {"RPN (detectron2)": (DETECTOR, detector_weights,
-                                    ["MODEL.META_ARCHITECTURE", "ProposalNetwork"])}
+def raw_proposal_files(output_dir, detector_weights, proposal_models, sources, datasets):
+    """source -> {dataset: proposal file as the source writes it}."""
+    configs = {"RPN (detectron2)": (DETECTOR, detector_weights,
+                                    ["MODEL.META_ARCHITECTURE", "ProposalNetwork"]),
+               "Selective Search": (SELECTIVE_SEARCH, "", [])}
     for name, config_file in PROPOSAL_NETWORKS.items():
-        sources[name] = (config_file, network_weights(proposal_models, name), [])
-    files = {}
-    for name, (config_file, weights, opts) in sources.items():
-        slug = name.split()[0].lower()
-        files[name] = {dataset: dump_proposals(
-            config_file, weights, dataset,
-            os.path.join(output_dir, "proposals", f"{slug}_{dataset}.pkl"), opts)
-            for dataset in (TRAIN, TEST)}
-    return files
+        if name in sources:
+            configs[name] = (config_file, network_weights(proposal_models, name), [])
+    return {name: {dataset: dump_proposals(
+        configs[name][0], configs[name][1], dataset,
+        os.path.join(output_dir, "proposals", f"{slug(name)}_{dataset}.pkl"), configs[name][2])
+        for dataset in datasets} for name in sources}
 
 
-def box_recall(proposal_file, dataset):
-    """Box AR of a precomputed-proposal file, by SegmentProposalEvaluator (COCOeval's recall)."""
-    with open(proposal_file, "rb") as f:
-        stored = pickle.load(f)
-    by_id = dict(zip(stored["ids"], zip(stored["boxes"], stored["objectness_logits"])))
-    evaluator = SegmentProposalEvaluator(dataset, distributed=False, dump_proposals=False)
-    evaluator.reset()
-    for record in DatasetCatalog.get(dataset):
-        boxes, logits = by_id[record["image_id"]]
-        proposals = Instances((record["height"], record["width"]))
-        proposals.proposal_boxes = Boxes(torch.as_tensor(boxes))
-        proposals.objectness_logits = torch.as_tensor(logits)
-        evaluator.process([record], [{"proposals": proposals}])
-    return evaluator.evaluate()["bbox"]
+def protocol_file(path):
+    """The file with the protocol applied: box NMS at NMS_THRESHOLD, then the top KEPT."""
+    out = path.replace(".pkl", f"_nms{NMS_THRESHOLD:g}_top{KEPT}.pkl")
+    if not os.path.exists(out):
+        apply_protocol_to_proposal_file(path, out, NMS_THRESHOLD, KEPT)
+    return out
 
 
-def run_proposals(output_dir, proposal_models):
-    detector, backbone = train_detector(output_dir, proposal_models)
-    files = proposal_files(output_dir, detector, proposal_models)
-    results = {}
-    for name, paths in files.items():
-        slug = name.split()[0].lower()
-        opts = ["MODEL.WEIGHTS", backbone, "MODEL.WEIGHTS_ALLOW_PARTIAL", "True",
-                "OUTPUT_DIR", os.path.join(output_dir, f"fast_rcnn_{slug}"),
-                "DATASETS.PROPOSAL_FILES_TRAIN", f"('{paths[TRAIN]}',)",
-                "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[TEST]}',)"]
+def slug(name):
+    return name.split()[0].lower() if name != "Selective Search" else "selective_search"
+
+
+def fast_rcnn_runs(output_dir, backbone, name, paths, datasets, seeds, counts, extra_opts):
+    """{seed: {count: box metrics}}: a Fast R-CNN trained per seed on the proposals of
+    datasets (train, test)[0], tested with the top `count` proposals of the other (every count
+    for the first seed, the top 100 for the others: the spread of the main point)."""
+    train, test = datasets
+    runs = {}
+    for k, seed in enumerate(seeds):
+        opts = ["MODEL.WEIGHTS", backbone, "MODEL.WEIGHTS_ALLOW_PARTIAL", "True", "SEED", seed,
+                "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{test}',)",
+                "OUTPUT_DIR", os.path.join(output_dir, f"fast_rcnn_{slug(name)}_seed{seed}"),
+                "DATASETS.PROPOSAL_FILES_TRAIN", f"('{paths[train]}',)",
+                "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[test]}',)", *extra_opts]
         cfg = load_cfg(FAST_RCNN, opts)
-        model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals")
-        recall = cached_json(paths[TEST] + ".recall.json", lambda: box_recall(paths[TEST], TEST))
-        results[name] = {"AR": recall}
-        for count in PROPOSAL_COUNTS:
+        model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals, seed {seed}")
+        runs[seed] = {}
+        for count in counts if k == 0 else [c for c in counts if c == 100]:
             test_cfg = load_cfg(FAST_RCNN,
                                 opts + ["DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST", count])
-            folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{TEST}_top{count}")
-            results[name][count] = cached_json(os.path.join(folder, "results.json"), lambda: (
+            folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{test}_top{count}")
+            runs[seed][count] = cached_json(os.path.join(folder, "results.json"), lambda: (
                 evaluate_with_progress(test_cfg, model, f"{name}, top {count}", folder)["bbox"]))
-    columns = [(c, m, f"box {m} (top {c})")
-               for c in PROPOSAL_COUNTS for m in ("AP", "AP50", "AP75")]
-    columns += [("AR", f"AR@{c}", f"proposal box AR@{c}") for c in PROPOSAL_COUNTS]
-    head = "| proposals | " + " | ".join(title for _, _, title in columns) + " |"
-    rows = [f"| {name} | " + " | ".join(f"{res[k][m]:.1f}" for k, m, _ in columns) + " |"
-            for name, res in results.items()]
-    return "\n".join([head, "|---|" + "---:|" * len(columns), *rows])
+    return runs
+
+
+def proposals_tables(results, seeds, counts):
+    """Markdown: box AP against the number of proposals (first seed); AP, AP50, AP75 at 100
+    and 1000, the top-100 AP over seeds and the proposals' box AR; the AR-AP correlation."""
+    first = seeds[0]
+    head = "| proposals | " + " | ".join(f"AP@{c}" for c in counts) + " |"
+    curve = [head, "|---|" + "---:|" * len(counts)]
+    curve += [f"| {name} | " + " | ".join(f"{r['runs'][first][c]['AP']:.1f}" for c in counts)
+              + " |" for name, r in results.items()]
+    shown = [c for c in (100, 1000) if c in counts]
+    columns = [f"box {m} (top {c})" for c in shown for m in ("AP", "AP50", "AP75")]
+    columns += [f"box AP (top 100), {len(seeds)} seeds: mean (min-max)"] if 100 in counts else []
+    columns += [f"proposal box AR@{c}" for c in (10, 100, 1000)]
+    table = ["| proposals | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name, r in results.items():
+        cells = [f"{r['runs'][first][c][m]:.1f}" for c in shown for m in ("AP", "AP50", "AP75")]
+        if 100 in counts:
+            aps = [r["runs"][s][100]["AP"] for s in seeds]
+            cells.append(f"{np.mean(aps):.1f} ({min(aps):.1f}-{max(aps):.1f})")
+        cells += [f"{r['AR'][f'AR@{c}']:.1f}" for c in (10, 100, 1000)]
+        table.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(curve + [""] + table)
+    if 100 in counts and len(results) > 2:
+        ar = [r["AR"]["AR@100"] for r in results.values()]
+        ap = [np.mean([r["runs"][s][100]["AP"] for s in seeds]) for r in results.values()]
+        text += (f"\n\nAcross the {len(results)} sources, Pearson's r between proposal box "
+                 f"AR@100 and Fast R-CNN box AP at 100 proposals: {np.corrcoef(ar, ap)[0, 1]:.2f}")
+    return text
+
+
+def run_proposals(output_dir, proposal_models, datasets, sources, seeds, counts, extra_opts):
+    """datasets: (train, test). -> the tables of `proposals_tables`."""
+    detector, backbone = train_detector(output_dir, proposal_models)
+    raw = raw_proposal_files(output_dir, detector, proposal_models, sources, datasets)
+    test = datasets[1]
+    results = {}
+    for name in sources:
+        paths = {dataset: protocol_file(path) for dataset, path in raw[name].items()}
+        recall = cached_json(paths[test] + ".recall.json",
+                             lambda: evaluate_proposal_file(test, box_file=paths[test])["bbox"])
+        results[name] = {"AR": recall, "runs": fast_rcnn_runs(
+            output_dir, backbone, name, paths, datasets, seeds, counts, extra_opts)}
+    plot_ap_vs_proposals({name: {c: r["runs"][seeds[0]][c]["AP"] for c in counts}
+                          for name, r in results.items()},
+                         os.path.join(output_dir, "ap_vs_proposals.png"))
+    return proposals_tables(results, seeds, counts)
 
 
 def high_iou_ap(folder):
@@ -270,13 +317,31 @@ def main():
     parser.add_argument("--output", default="output/detect_demo", help="folder for everything")
     parser.add_argument("--proposal-models", default="output/demo_all",
                         help="make demo-all's folder: deepmask/, sharpmask/, instancefcn/")
+    parser.add_argument("--train-dataset", default=TRAIN,
+                        help="proposals: the images Fast R-CNN trains on (their proposals are "
+                             "dumped for every source)")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES,
+                        help="proposals: the proposal sources compared")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43],
+                        help="proposals: one Fast R-CNN per source and seed (the first seed is "
+                             "tested at every count, the others at 100)")
+    parser.add_argument("--counts", nargs="+", type=int, default=list(PROPOSAL_COUNTS),
+                        help="proposals: numbers of proposals per image tested")
+    parser.add_argument("--test-dataset", default=TEST, help="proposals: the test images")
+    parser.add_argument("--fast-rcnn-opts", nargs="*", default=[],
+                        help="proposals: KEY VALUE overrides of the Fast R-CNN config (e.g. "
+                             "SOLVER.MAX_ITER 20 for a quick look)")
     args = parser.parse_args()
     output_dir = prepare_output(args.output)
     start = time.time()
     if args.experiment == "proposals":
-        text = run_proposals(output_dir, os.path.abspath(args.proposal_models))
-        title = (f"Fast R-CNN R18-FPN box AP (%) on {TEST} (200 images), trained on each "
-                 f"method's top 1000 proposals of {TRAIN}, tested with the top 100 / 1000")
+        text = run_proposals(output_dir, os.path.abspath(args.proposal_models),
+                             (args.train_dataset, args.test_dataset), args.sources, args.seeds,
+                             args.counts, args.fast_rcnn_opts)
+        title = (f"Fast R-CNN R18-FPN box AP (%) on {args.test_dataset}, trained on each "
+                 f"source's proposals of {args.train_dataset} (box NMS at {NMS_THRESHOLD:g}, "
+                 f"top {KEPT}), tested with the top {', '.join(map(str, args.counts))}; "
+                 f"seeds {args.seeds}")
         command = "make detect-demo"
     else:
         text = run_refinemask(output_dir, os.path.abspath(args.proposal_models))

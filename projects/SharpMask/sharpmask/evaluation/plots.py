@@ -35,6 +35,20 @@ def plot_ar_vs_proposals(curves, path, label):
     _save(fig, path)
 
 
+def plot_ap_vs_proposals(curves, path):
+    """curves: {source: {number of proposals: detector AP (%)}}, one line per source (the
+    DeepMask paper's Fig. 5 and SharpMask's Table 4 question)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for source, points in curves.items():
+        counts = sorted(points)
+        ax.semilogx(counts, [points[c] for c in counts], marker="o", label=source)
+    ax.set(xlabel="proposals per image", ylabel="detector box AP (%)",
+           title="Fast R-CNN box AP against the number of proposals")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best")
+    _save(fig, path)
+
+
 def plot_recall_vs_iou(curves, path, label, num_proposals=(10, 100, 1000)):
     """curves: {task: {"recall_vs_iou": (T, K) recall at PLOT_IOU_THRESHOLDS x 1..K}}."""
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
