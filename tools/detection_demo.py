@@ -57,6 +57,8 @@ PROPOSAL_NETWORKS = {"DeepMask": "configs/shapes/deepmask_R18_shapes.yaml",
                      "InstanceFCN": "configs/shapes/instancefcn_R18_shapes.yaml"}
 TRAIN, TEST = "shapes_train_200", "shapes_val"  # proposals: --train-dataset, --test-dataset
 SELECTIVE_SEARCH = "configs/shapes/selective_search_shapes.yaml"
+ONLINE_SHARPMASK = "configs/shapes/fast_rcnn_R18_FPN_shapes_sharpmask_online.yaml"
+ONLINE = "SharpMask (online)"  # the SharpMask row's proposals computed inside the detector
 SOURCES = ("RPN (detectron2)", "DeepMask", "SharpMask", "InstanceFCN", "Selective Search")
 # The protocol every source's proposals go through before Fast R-CNN: box NMS at 0.7, the
 # threshold detectron2's RPN applies to its own proposals (so the RPN row is the RPN as it
@@ -149,27 +151,38 @@ def protocol_file(path):
 
 
 def slug(name):
-    return name.split()[0].lower() if name != "Selective Search" else "selective_search"
+    return {"Selective Search": "selective_search", ONLINE: "sharpmask_online"}.get(
+        name, name.split()[0].lower())
 
 
-def fast_rcnn_runs(output_dir, backbone, name, paths, datasets, seeds, counts, extra_opts):
+def fast_rcnn_runs(output_dir, backbone, name, datasets, seeds, counts, extra_opts,
+                   paths=None, online_weights=None):
     """{seed: {count: box metrics}}: a Fast R-CNN trained per seed on the proposals of
     datasets (train, test)[0], tested with the top `count` proposals of the other (every count
-    for the first seed, the top 100 for the others: the spread of the main point)."""
+    for the first seed, the top 100 for the others: the spread of the main point). Proposals
+    from the files `paths` ({dataset: file}), or with `online_weights` computed online by that
+    SharpMask (ONLINE_SHARPMASK, the same protocol; tested at 100 only)."""
     train, test = datasets
+    config = FAST_RCNN if online_weights is None else ONLINE_SHARPMASK
     runs = {}
     for k, seed in enumerate(seeds):
         opts = ["MODEL.WEIGHTS", backbone, "MODEL.WEIGHTS_ALLOW_PARTIAL", "True", "SEED", seed,
                 "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{test}',)",
                 "OUTPUT_DIR", os.path.join(output_dir, f"fast_rcnn_{slug(name)}_seed{seed}"),
-                "DATASETS.PROPOSAL_FILES_TRAIN", f"('{paths[train]}',)",
-                "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[test]}',)", *extra_opts]
-        cfg = load_cfg(FAST_RCNN, opts)
+                *extra_opts]
+        if online_weights is None:
+            opts += ["DATASETS.PROPOSAL_FILES_TRAIN", f"('{paths[train]}',)",
+                     "DATASETS.PROPOSAL_FILES_TEST", f"('{paths[test]}',)"]
+            topk_key = "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST"
+        else:
+            opts += ["MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", online_weights]
+            topk_key = "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST"
+        cfg = load_cfg(config, opts)
         model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals, seed {seed}")
         runs[seed] = {}
-        for count in counts if k == 0 else [c for c in counts if c == 100]:
-            test_cfg = load_cfg(FAST_RCNN,
-                                opts + ["DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST", count])
+        tested = counts if k == 0 and online_weights is None else [c for c in counts if c == 100]
+        for count in tested:
+            test_cfg = load_cfg(config, opts + [topk_key, count])
             folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{test}_top{count}")
             runs[seed][count] = cached_json(os.path.join(folder, "results.json"), lambda: (
                 evaluate_with_progress(test_cfg, model, f"{name}, top {count}", folder)["bbox"]))
@@ -180,28 +193,35 @@ def proposals_tables(results, seeds, counts):
     """Markdown: box AP against the number of proposals (first seed); AP, AP50, AP75 at 100
     and 1000, the top-100 AP over seeds and the proposals' box AR; the AR-AP correlation."""
     first = seeds[0]
+
+    def ap(r, seed, count, metric="AP"):
+        run = r["runs"][seed].get(count)
+        return f"{run[metric]:.1f}" if run else ""
+
     head = "| proposals | " + " | ".join(f"AP@{c}" for c in counts) + " |"
     curve = [head, "|---|" + "---:|" * len(counts)]
-    curve += [f"| {name} | " + " | ".join(f"{r['runs'][first][c]['AP']:.1f}" for c in counts)
-              + " |" for name, r in results.items()]
+    curve += [f"| {name} | " + " | ".join(ap(r, first, c) for c in counts) + " |"
+              for name, r in results.items()]
     shown = [c for c in (100, 1000) if c in counts]
     columns = [f"box {m} (top {c})" for c in shown for m in ("AP", "AP50", "AP75")]
     columns += [f"box AP (top 100), {len(seeds)} seeds: mean (min-max)"] if 100 in counts else []
     columns += [f"proposal box AR@{c}" for c in (10, 100, 1000)]
     table = ["| proposals | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for name, r in results.items():
-        cells = [f"{r['runs'][first][c][m]:.1f}" for c in shown for m in ("AP", "AP50", "AP75")]
+        cells = [ap(r, first, c, m) for c in shown for m in ("AP", "AP50", "AP75")]
         if 100 in counts:
             aps = [r["runs"][s][100]["AP"] for s in seeds]
             cells.append(f"{np.mean(aps):.1f} ({min(aps):.1f}-{max(aps):.1f})")
         cells += [f"{r['AR'][f'AR@{c}']:.1f}" for c in (10, 100, 1000)]
         table.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(curve + [""] + table)
-    if 100 in counts and len(results) > 2:
-        ar = [r["AR"]["AR@100"] for r in results.values()]
-        ap = [np.mean([r["runs"][s][100]["AP"] for s in seeds]) for r in results.values()]
-        text += (f"\n\nAcross the {len(results)} sources, Pearson's r between proposal box "
-                 f"AR@100 and Fast R-CNN box AP at 100 proposals: {np.corrcoef(ar, ap)[0, 1]:.2f}")
+    offline = [r for name, r in results.items() if name != ONLINE]
+    if 100 in counts and len(offline) > 2:
+        ars = [r["AR"]["AR@100"] for r in offline]
+        aps = [np.mean([r["runs"][s][100]["AP"] for s in seeds]) for r in offline]
+        r = np.corrcoef(ars, aps)[0, 1]
+        text += (f"\n\nAcross the {len(offline)} sources, Pearson's r between proposal box "
+                 f"AR@100 and Fast R-CNN box AP at 100 proposals: {r:.2f}")
     return text
 
 
@@ -216,9 +236,13 @@ def run_proposals(output_dir, proposal_models, datasets, sources, seeds, counts,
         recall = cached_json(paths[test] + ".recall.json",
                              lambda: evaluate_proposal_file(test, box_file=paths[test])["bbox"])
         results[name] = {"AR": recall, "runs": fast_rcnn_runs(
-            output_dir, backbone, name, paths, datasets, seeds, counts, extra_opts)}
+            output_dir, backbone, name, datasets, seeds, counts, extra_opts, paths=paths)}
+    if "SharpMask" in sources and 100 in counts:  # the same proposals, computed online
+        results[ONLINE] = {"AR": results["SharpMask"]["AR"], "runs": fast_rcnn_runs(
+            output_dir, backbone, ONLINE, datasets, seeds, counts, extra_opts,
+            online_weights=network_weights(proposal_models, "SharpMask"))}
     plot_ap_vs_proposals({name: {c: r["runs"][seeds[0]][c]["AP"] for c in counts}
-                          for name, r in results.items()},
+                          for name, r in results.items() if name != ONLINE},
                          os.path.join(output_dir, "ap_vs_proposals.png"))
     return proposals_tables(results, seeds, counts)
 

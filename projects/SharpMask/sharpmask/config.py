@@ -121,6 +121,9 @@ def add_sharpmask_config(cfg):
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TRAIN = 2000  # proposals per image in training
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST = 1000  # proposals per image at inference
     _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.MIN_BOX_SIZE = 0.0  # drop smaller (e.g. empty) boxes
+    # Box NMS over the network's own top proposals before the top k (1.0: none, the network's
+    # proposals as they come); 0.7 is make detect-demo's protocol for proposal files.
+    _C.MODEL.SEGMENT_PROPOSAL_GENERATOR.NMS_THRESH = 1.0
 
     # DeepMask/SharpMask/InstanceFCN trunks in channels-last memory format (faster convolutions
     # on CPUs with oneDNN and on tensor-core GPUs; measured in the shapes configs' headers).

@@ -13,6 +13,7 @@ from detectron2.structures import Instances
 from torch import nn
 
 from ..config import add_sharpmask_config
+from ..data.proposal_protocol import nms_top_k
 
 
 class SegmentProposalGenerator(nn.Module):
@@ -22,7 +23,7 @@ class SegmentProposalGenerator(nn.Module):
 
     @configurable
     def __init__(self, *, network, network_format, detector_format, detector_pixel_mean,
-                 detector_pixel_std, topk_train, topk_test, min_box_size=0.0):
+                 detector_pixel_std, topk_train, topk_test, min_box_size=0.0, nms_thresh=1.0):
         super().__init__()
         self.network = network.eval()
         for p in self.network.parameters():
@@ -34,6 +35,7 @@ class SegmentProposalGenerator(nn.Module):
                              False)
         self.topk_train, self.topk_test = topk_train, topk_test
         self.min_box_size = min_box_size
+        self.nms_thresh = nms_thresh
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
@@ -61,6 +63,7 @@ class SegmentProposalGenerator(nn.Module):
             "detector_format": cfg.INPUT.FORMAT, "detector_pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "detector_pixel_std": cfg.MODEL.PIXEL_STD, "topk_train": opts.TOPK_TRAIN,
             "topk_test": opts.TOPK_TEST, "min_box_size": opts.MIN_BOX_SIZE,
+            "nms_thresh": opts.NMS_THRESH,
         }
 
     def train(self, mode=True):
@@ -80,7 +83,13 @@ class SegmentProposalGenerator(nn.Module):
         top_k = self.topk_train if self.training else self.topk_test
         proposals = []
         for tensor, size in zip(images.tensor, images.image_sizes):
-            out = self.network.propose(self.detector_image_to_raw(tensor, size), top_k=top_k)
+            raw = self.detector_image_to_raw(tensor, size)
+            if self.nms_thresh < 1.0:  # the offline protocol: the network's own top k, NMS, k
+                out = self.network.propose(raw)
+                out = out[nms_top_k(out.proposal_boxes.tensor, out.objectness_logits,
+                                    self.nms_thresh, top_k)]
+            else:
+                out = self.network.propose(raw, top_k=top_k)
             boxes = out.proposal_boxes
             boxes.clip(size)
             keep = boxes.nonempty(threshold=self.min_box_size)
