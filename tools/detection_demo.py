@@ -36,12 +36,14 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from tqdm import tqdm
 
 from sharpmask import add_sharpmask_config
+from sharpmask.engine import Trainer
 from sharpmask.engine.checkpoint import save_deepmask_trunk_as_fpn_bottom_up
 from sharpmask.engine.progress import evaluate_with_progress, prepare_output, train_with_progress
 from sharpmask.data.proposal_protocol import apply_protocol_to_proposal_file
 from sharpmask.evaluation import (COCOEvaluatorWithBoundaryAP, ap_at_iou_thresholds,
                                   evaluate_proposal_file, predict_masks_for_ground_truth)
 from sharpmask.evaluation.plots import plot_ap_vs_proposals
+from sharpmask.evaluation.proposal_count_sweep import evaluate_at_proposal_counts
 from sharpmask.utils.atomic_io import atomic_open, cached_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,13 +181,24 @@ def fast_rcnn_runs(output_dir, backbone, name, datasets, seeds, counts, extra_op
             topk_key = "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST"
         cfg = load_cfg(config, opts)
         model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals, seed {seed}")
-        runs[seed] = {}
         tested = counts if k == 0 and online_weights is None else [c for c in counts if c == 100]
-        for count in tested:
-            test_cfg = load_cfg(config, opts + [topk_key, count])
-            folder = os.path.join(cfg.OUTPUT_DIR, "inference", f"{test}_top{count}")
-            runs[seed][count] = cached_json(os.path.join(folder, "results.json"), lambda: (
-                evaluate_with_progress(test_cfg, model, f"{name}, top {count}", folder)["bbox"]))
+        results = {count: os.path.join(cfg.OUTPUT_DIR, "inference", f"{test}_top{count}",
+                                       "results.json") for count in tested}
+        missing = [count for count in tested if not os.path.exists(results[count])]
+        if online_weights is not None:
+            for count in missing:
+                folder = os.path.dirname(results[count])
+                cached_json(results[count], lambda: evaluate_with_progress(
+                    load_cfg(config, opts + [topk_key, count]), model, f"{name}, top {count}",
+                    folder)["bbox"])
+        elif missing:  # one pass over the test images for all counts
+            evaluators = {count: Trainer.build_evaluator(cfg, test, os.path.dirname(
+                results[count])) for count in missing}
+            for count, metrics in evaluate_at_proposal_counts(
+                    cfg, model, test, evaluators,
+                    f"evaluate {name}, seed {seed}, top {missing}").items():
+                cached_json(results[count], lambda: metrics["bbox"])
+        runs[seed] = {count: cached_json(results[count], None) for count in tested}
     return runs
 
 
