@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -238,22 +239,67 @@ def proposals_tables(results, seeds, counts):
     return text
 
 
-def run_proposals(output_dir, proposal_models, datasets, sources, seeds, counts, extra_opts):
-    """datasets: (train, test). -> the tables of `proposals_tables`."""
+def proposal_units(sources, counts):
+    """What `make detect-demo` trains, one unit per job: each source, and the online SharpMask
+    row (tested at 100 proposals); the longest first, so that parallel jobs finish together."""
+    units = list(sources) + ([ONLINE] if "SharpMask" in sources and 100 in counts else [])
+    return sorted(units, key=lambda name: name not in (ONLINE, "Selective Search"))
+
+
+def run_unit(name, output_dir, proposal_models, datasets, seeds, counts, extra_opts):
+    """One unit of `proposal_units`, every stage cached in output_dir -> {"AR", "runs"} (the
+    online row: {"runs"}, its proposals are the SharpMask row's)."""
     detector, backbone = train_detector(output_dir, proposal_models)
-    raw = raw_proposal_files(output_dir, detector, proposal_models, sources, datasets)
-    test = datasets[1]
-    results = {}
-    for name in sources:
-        paths = {dataset: protocol_file(path) for dataset, path in raw[name].items()}
-        recall = cached_json(paths[test] + ".recall.json",
-                             lambda: evaluate_proposal_file(test, box_file=paths[test])["bbox"])
-        results[name] = {"AR": recall, "runs": fast_rcnn_runs(
-            output_dir, backbone, name, datasets, seeds, counts, extra_opts, paths=paths)}
-    if "SharpMask" in sources and 100 in counts:  # the same proposals, computed online
-        results[ONLINE] = {"AR": results["SharpMask"]["AR"], "runs": fast_rcnn_runs(
-            output_dir, backbone, ONLINE, datasets, seeds, counts, extra_opts,
+    if name == ONLINE:
+        return {"runs": fast_rcnn_runs(
+            output_dir, backbone, name, datasets, seeds, counts, extra_opts,
             online_weights=network_weights(proposal_models, "SharpMask"))}
+    raw = raw_proposal_files(output_dir, detector, proposal_models, [name], datasets)[name]
+    paths = {dataset: protocol_file(path) for dataset, path in raw.items()}
+    test = datasets[1]
+    recall = cached_json(paths[test] + ".recall.json",
+                         lambda: evaluate_proposal_file(test, box_file=paths[test])["bbox"])
+    return {"AR": recall, "runs": fast_rcnn_runs(output_dir, backbone, name, datasets, seeds,
+                                                 counts, extra_opts, paths=paths)}
+
+
+def run_units_in_parallel(units, jobs, output_dir, child_args):
+    """Each unit in its own process of this script (`--only`), `jobs` at a time with the CPU
+    cores shared out (OMP_NUM_THREADS); each writes its console output to logs/<unit>.log."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
+    start = time.time()
+
+    def run(name):
+        log = os.path.join(output_dir, "logs", f"{slug(name)}.log")
+        print(f"[{(time.time() - start) / 60:5.1f} min] started {name} (log: {log})", flush=True)
+        with open(log, "a") as f:
+            code = subprocess.run([sys.executable, os.path.abspath(__file__), "proposals",
+                                   "--only", name, *child_args], stdout=f, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
+        print(f"[{(time.time() - start) / 60:5.1f} min] {'finished' if code == 0 else 'FAILED'} "
+              f"{name}", flush=True)
+        return name, code, log
+
+    with ThreadPoolExecutor(jobs) as pool:
+        failed = [(name, log) for name, code, log in pool.map(run, units) if code]
+    if failed:
+        sys.exit("error: " + "; ".join(f"{name} failed, see {log}" for name, log in failed)
+                 + ". Rerun the same command: finished stages are kept.")
+
+
+def run_proposals(output_dir, proposal_models, datasets, sources, seeds, counts, extra_opts,
+                  jobs=1, child_args=()):
+    """datasets: (train, test). -> the tables of `proposals_tables`."""
+    train_detector(output_dir, proposal_models)  # once, before any parallel job needs it
+    units = proposal_units(sources, counts)
+    if jobs > 1 and len(units) > 1:
+        run_units_in_parallel(units, min(jobs, len(units)), output_dir, child_args)
+    results = {name: run_unit(name, output_dir, proposal_models, datasets, seeds, counts,
+                              extra_opts) for name in units}  # read back when run in parallel
+    if ONLINE in results:
+        results[ONLINE]["AR"] = results["SharpMask"]["AR"]
+    results = {name: results[name] for name in (*sources, ONLINE) if name in results}
     plot_ap_vs_proposals({name: {c: r["runs"][seeds[0]][c]["AP"] for c in counts}
                           for name, r in results.items() if name != ONLINE},
                          os.path.join(output_dir, "ap_vs_proposals.png"))
@@ -377,20 +423,35 @@ def main():
     parser.add_argument("--fast-rcnn-opts", nargs="*", default=[],
                         help="proposals: KEY VALUE overrides of the Fast R-CNN config (e.g. "
                              "SOLVER.MAX_ITER 20 for a quick look)")
+    parser.add_argument("--jobs", type=int, default=min(6, os.cpu_count() or 1),
+                        help="proposals: sources run in parallel processes, the CPU cores "
+                             "shared among them (default: one per core, at most 6)")
+    parser.add_argument("--only", choices=[*SOURCES, ONLINE],
+                        help="proposals: run this one source's stages and stop (what each "
+                             "parallel job runs)")
     args = parser.parse_args()
     output_dir = prepare_output(args.output)
     start = time.time()
+    datasets = (args.train_dataset, args.test_dataset)
+    proposal_models = os.path.abspath(args.proposal_models)
+    if args.only:
+        run_unit(args.only, output_dir, proposal_models, datasets, args.seeds, args.counts,
+                 args.fast_rcnn_opts)
+        return
     if args.experiment == "proposals":
-        text = run_proposals(output_dir, os.path.abspath(args.proposal_models),
-                             (args.train_dataset, args.test_dataset), args.sources, args.seeds,
-                             args.counts, args.fast_rcnn_opts)
+        child_args = ["--output", output_dir, "--proposal-models", proposal_models,
+                      "--train-dataset", args.train_dataset, "--test-dataset", args.test_dataset,
+                      "--seeds", *map(str, args.seeds), "--counts", *map(str, args.counts),
+                      "--fast-rcnn-opts", *args.fast_rcnn_opts]
+        text = run_proposals(output_dir, proposal_models, datasets, args.sources, args.seeds,
+                             args.counts, args.fast_rcnn_opts, args.jobs, child_args)
         title = (f"Fast R-CNN R18-FPN box AP (%) on {args.test_dataset}, trained on each "
                  f"source's proposals of {args.train_dataset} (box NMS at {NMS_THRESHOLD:g}, "
                  f"top {KEPT}), tested with the top {', '.join(map(str, args.counts))}; "
                  f"seeds {args.seeds}")
         command = "make detect-demo"
     else:
-        text = run_refinemask(output_dir, os.path.abspath(args.proposal_models))
+        text = run_refinemask(output_dir, proposal_models)
         title = f"Mask heads on one fixed Faster R-CNN R18-FPN, mask AP (%) on {TEST} (200 images)"
         command = "make refinemask-demo"
     minutes = (time.time() - start) / 60
