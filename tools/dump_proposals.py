@@ -48,14 +48,17 @@ def shard_path(output, index):
     return os.path.join(output + ".shards", f"shard_{index:05d}.pkl")
 
 
-def run_shard(model, mapper, records, with_masks):
+def run_shard(model, mapper, records, with_masks, bar=None):
     """Proposals of `records` -> {"ids", "boxes", "objectness_logits", "segm"}; "segm" holds
-    each image's COCO results as JSON text (`segment_results_text`)."""
+    each image's COCO results as JSON text (`segment_results_text`). `bar` (tqdm) advances
+    per image."""
     shard = {"ids": [], "boxes": [], "objectness_logits": [], "segm": []}
     for record in records:
         with torch.no_grad():
             proposals = model([mapper(record)])[0]["proposals"].to("cpu")
         add_to_shard(shard, record["image_id"], proposals, with_masks)
+        if bar is not None:
+            bar.update(1)
     return shard
 
 
@@ -123,9 +126,8 @@ def main(args):
                disable=not comm.is_main_process(), desc="proposals (this process)")
     start, count = time.perf_counter(), 0
     for index in mine:
-        shard = run_shard(model, mapper, shards[index], args.masks)
+        shard = run_shard(model, mapper, shards[index], args.masks, bar)
         atomic_write_pickle(shard, shard_path(args.output, index))
-        bar.update(len(shards[index]))
         count += len(shards[index])
     bar.close()
     timings = comm.gather((count, time.perf_counter() - start))  # synchronizes
