@@ -224,9 +224,10 @@ def proposals_tables(results, seeds, counts):
     table = ["| proposals | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for name, r in results.items():
         cells = [ap(r, first, c, m) for c in shown for m in ("AP", "AP50", "AP75")]
-        if 100 in counts:
-            aps = [r["runs"][s][100]["AP"] for s in seeds]
-            cells.append(f"{np.mean(aps):.1f} ({min(aps):.1f}-{max(aps):.1f})")
+        if 100 in counts:  # the online row has the first seed only
+            aps = [r["runs"][s][100]["AP"] for s in seeds if s in r["runs"]]
+            cells.append(f"{np.mean(aps):.1f} ({min(aps):.1f}-{max(aps):.1f})" if len(aps) > 1
+                         else f"{aps[0]:.1f} (seed {seeds[0]})")
         cells += [f"{r['AR'][f'AR@{c}']:.1f}" for c in (10, 100, 1000)]
         table.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(curve + [""] + table)
