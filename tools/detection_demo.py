@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from tqdm import tqdm
@@ -188,11 +189,14 @@ def fast_rcnn_runs(output_dir, backbone, name, datasets, seeds, counts, extra_op
                                        "results.json") for count in tested}
         missing = [count for count in tested if not os.path.exists(results[count])]
         if online_weights is not None:
-            for count in missing:
-                folder = os.path.dirname(results[count])
+            for count in missing:  # the generator's top k is set when it is built
+                test_cfg = load_cfg(config, opts + [topk_key, count])
+                test_model = Trainer.build_model(test_cfg)
+                DetectionCheckpointer(test_model).load(os.path.join(cfg.OUTPUT_DIR,
+                                                                    "model_final.pth"))
                 cached_json(results[count], lambda: evaluate_with_progress(
-                    load_cfg(config, opts + [topk_key, count]), model, f"{name}, top {count}",
-                    folder)["bbox"])
+                    test_cfg, test_model, f"{name}, top {count}",
+                    os.path.dirname(results[count]))["bbox"])
         elif missing:  # one pass over the test images for all counts
             evaluators = {count: Trainer.build_evaluator(cfg, test, os.path.dirname(
                 results[count])) for count in missing}
