@@ -183,28 +183,30 @@ def fast_rcnn_runs(output_dir, backbone, name, datasets, seeds, counts, extra_op
             opts += ["MODEL.SEGMENT_PROPOSAL_GENERATOR.WEIGHTS", online_weights]
             topk_key = "MODEL.SEGMENT_PROPOSAL_GENERATOR.TOPK_TEST"
         cfg = load_cfg(config, opts)
-        model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals, seed {seed}")
         tested = counts if k == 0 and online_weights is None else [c for c in counts if c == 100]
         results = {count: os.path.join(cfg.OUTPUT_DIR, "inference", f"{test}_top{count}",
                                        "results.json") for count in tested}
         missing = [count for count in tested if not os.path.exists(results[count])]
+        measured = {}  # count -> box metrics, for the counts not cached yet
+        if missing:  # else everything is cached: no model to train or load
+            model = train_with_progress(cfg, f"Fast R-CNN on {name} proposals, seed {seed}")
         if online_weights is not None:
             for count in missing:  # the generator's top k is set when it is built
                 test_cfg = load_cfg(config, opts + [topk_key, count])
                 test_model = Trainer.build_model(test_cfg)
                 DetectionCheckpointer(test_model).load(os.path.join(cfg.OUTPUT_DIR,
                                                                     "model_final.pth"))
-                cached_json(results[count], lambda: evaluate_with_progress(
+                measured[count] = evaluate_with_progress(
                     test_cfg, test_model, f"{name}, top {count}",
-                    os.path.dirname(results[count]))["bbox"])
+                    os.path.dirname(results[count]))["bbox"]
         elif missing:  # one pass over the test images for all counts
             evaluators = {count: Trainer.build_evaluator(cfg, test, os.path.dirname(
                 results[count])) for count in missing}
-            for count, metrics in evaluate_at_proposal_counts(
-                    cfg, model, test, evaluators,
-                    f"evaluate {name}, seed {seed}, top {missing}").items():
-                cached_json(results[count], lambda: metrics["bbox"])
-        runs[seed] = {count: cached_json(results[count], None) for count in tested}
+            measured = {count: metrics["bbox"] for count, metrics in evaluate_at_proposal_counts(
+                cfg, model, test, evaluators, f"evaluate {name}, seed {seed}, top {missing}"
+            ).items()}
+        runs[seed] = {count: cached_json(results[count], lambda count=count: measured[count])
+                      for count in tested}
     return runs
 
 
